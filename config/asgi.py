@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels (session auth, origin
+checked). In the embedded default the worker also starts here, on the server's own loop."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_app = get_asgi_application()
+
+from executions import routing  # noqa: E402
+from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
+
+application = EmbeddedWorkerLifespan(
+    ProtocolTypeRouter(
+        {
+            "http": django_app,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
+            ),
+        }
+    )
+)

@@ -1,0 +1,206 @@
+"""Model providers behind one small interface.
+
+Messages are OpenAI-shaped dicts (`role` system/user/assistant/tool, `content`, `tool_calls`
+[{id, name, arguments}], `tool_call_id`); each provider converts to its own wire format. A call
+streams deltas through `on_delta(kind, text)` (kind is "content" or "thinking") and checks
+`should_stop()` between chunks so a cancelled execution closes the connection mid-stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+
+OnDelta = Callable[[str, str], None]
+ShouldStop = Callable[[], bool]
+
+
+class ProviderError(Exception):
+    """A provider call failed. `transient` errors (429, 5xx, timeouts) are retried."""
+
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+
+
+class StreamStopped(Exception):
+    """The caller asked to stop (cancel, shutdown) while the response was streaming."""
+
+
+@dataclass
+class ModelConfig:
+    provider: str = "builtin"
+    name: str = "echo"
+    base_url: str = ""
+    api_key: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    # builtin only: scripted replies, streaming chunk delay, a fixed think time.
+    script: list[Any] | None = None
+    chunk_delay: float = 0.0
+    delay: float = 0.0
+    timeout: float = 120.0
+    max_retries: int = 3
+
+    @property
+    def simulated(self) -> bool:
+        return self.provider == "builtin"
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.name}
+
+
+@dataclass
+class LLMResult:
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    thinking: str = ""
+    finish_reason: str = "stop"
+    model: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def as_output(self) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": self.content,
+            "tool_calls": self.tool_calls,
+            "thinking": self.thinking,
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+        }
+
+
+class Provider(Protocol):
+    def complete(
+        self,
+        config: ModelConfig,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        on_delta: OnDelta,
+        should_stop: ShouldStop,
+    ) -> LLMResult: ...
+
+
+_SETTING_KEYS = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+}
+
+
+def resolve(model: Any, override: Any = None, extra_settings: dict | None = None) -> ModelConfig:
+    """A ModelConfig from a version's `model` (a name, "provider:name", or an object), with a
+    step's `model` / `settings` on top."""
+    base = _as_dict(model)
+    if override is not None:
+        base = {**base, **_as_dict(override)}
+    provider = base.get("provider") or "builtin"
+    name = base.get("name") or base.get("model") or base.get("model_id") or _default_name(provider)
+    merged_settings = {k: v for k, v in base.items() if k in _SETTING_KEYS}
+    merged_settings.update(base.get("settings") or {})
+    for key, value in (extra_settings or {}).items():
+        if key in _SETTING_KEYS:
+            merged_settings[key] = value
+        elif key == "model" and isinstance(value, str):
+            name = value
+    return ModelConfig(
+        provider=provider,
+        name=name,
+        base_url=base.get("base_url") or _default_base_url(provider),
+        api_key=base.get("api_key") or _default_key(provider),
+        settings=merged_settings,
+        script=base.get("script"),
+        chunk_delay=float(base.get("chunk_delay", 0.0) or 0.0),
+        delay=float(base.get("delay", 0.0) or 0.0),
+        timeout=float(base.get("timeout", 120.0) or 120.0),
+        max_retries=int(base.get("max_retries", 3)),
+    )
+
+
+def _as_dict(model: Any) -> dict[str, Any]:
+    if model is None:
+        return {}
+    if isinstance(model, str):
+        if ":" in model:
+            provider, name = model.split(":", 1)
+            return {"provider": provider, "name": name}
+        return {"name": model}
+    return dict(model)
+
+
+def _default_name(provider: str) -> str:
+    return {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}.get(provider, "echo")
+
+
+def _default_base_url(provider: str) -> str:
+    if provider == "openai":
+        return settings.OPENAI_BASE_URL
+    if provider == "anthropic":
+        return settings.ANTHROPIC_BASE_URL
+    return ""
+
+
+def _default_key(provider: str) -> str:
+    if provider == "openai":
+        return settings.OPENAI_API_KEY
+    if provider == "anthropic":
+        return settings.ANTHROPIC_API_KEY
+    return ""
+
+
+def get(provider: str) -> Provider:
+    if provider == "builtin":
+        from executions.engine.providers.builtin import BuiltinProvider
+
+        return BuiltinProvider()
+    if provider == "openai":
+        from executions.engine.providers.openai import OpenAIProvider
+
+        return OpenAIProvider()
+    if provider == "anthropic":
+        from executions.engine.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider()
+    raise ProviderError(f"unknown model provider {provider!r}")
+
+
+def complete_with_retries(
+    config: ModelConfig,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    on_delta: OnDelta,
+    should_stop: ShouldStop,
+    on_retry: Callable[[int, ProviderError, float], None],
+    base_delay: float = 0.5,
+) -> LLMResult:
+    """Call the provider, retrying transient errors with exponential backoff. `on_retry` is told
+    about each retry so it can be recorded in the execution's history."""
+    provider = get(config.provider)
+    attempt = 0
+    while True:
+        try:
+            return provider.complete(
+                config, messages, tools, on_delta=on_delta, should_stop=should_stop
+            )
+        except ProviderError as exc:
+            if not exc.transient or attempt >= config.max_retries:
+                raise
+            delay = base_delay * (2**attempt)
+            attempt += 1
+            on_retry(attempt, exc, delay)
+            # Sleep in slices so a cancel is noticed during the backoff too.
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if should_stop():
+                    raise StreamStopped() from None
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

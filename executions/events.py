@@ -1,0 +1,115 @@
+"""Live events: published only after the change is committed (DESIGN.md §7).
+
+Groups:
+- `execution.<id>`: everything about one execution (transitions, streamed chunks).
+- `workspace.<id>.executions`: list/overview changes of a workspace.
+- `workspace.<id>.approvals`: approval inbox changes of a workspace.
+
+Messages carry ids and small facts; consumers render the HTML fragment for their page, and the
+SSE endpoints turn the same messages into frames for programs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger("steward.events")
+
+_listeners: list = []
+
+
+def execution_group(execution_id: Any) -> str:
+    return f"execution.{execution_id}"
+
+
+def workspace_executions_group(workspace_id: Any) -> str:
+    return f"workspace.{workspace_id}.executions"
+
+
+def workspace_approvals_group(workspace_id: Any) -> str:
+    return f"workspace.{workspace_id}.approvals"
+
+
+def add_listener(fn) -> None:
+    """Register an in-process callback run for every committed transition (webhooks, waiters)."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def send(group: str, message: dict[str, Any]) -> None:
+    """Send to a channel group; a failing layer must never undo or break the committed write."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
+        logger.warning("could not publish to %s", group, exc_info=True)
+
+
+def transition_committed(*, execution_id: Any, workspace_id: Any, transition_id: int) -> None:
+    """Called on commit by lifecycle: tell every interested group about the new transition."""
+    from executions.models import Execution, Transition
+
+    step = Transition.objects.filter(pk=transition_id).first()
+    execution = Execution.objects.filter(pk=execution_id).select_related("agent").first()
+    if step is None or execution is None:
+        return
+    message = {
+        "type": "execution.changed",
+        "execution_id": str(execution_id),
+        "workspace_id": str(workspace_id),
+        "transition_id": transition_id,
+        "seq": step.seq,
+        "transition_type": step.type,
+        "from_status": step.from_status,
+        "status": execution.status,
+        "status_changed": step.from_status != step.to_status or step.type == "init",
+        "updated_at": execution.updated_at.isoformat(),
+        "transition_count": execution.transition_count,
+        "agent_id": str(execution.agent_id),
+        "parent_id": str(execution.parent_id) if execution.parent_id else None,
+    }
+    send(execution_group(execution_id), message)
+    if message["status_changed"]:
+        send(workspace_executions_group(workspace_id), message)
+    for listener in list(_listeners):
+        try:
+            listener(execution=execution, transition=step)
+        except Exception:  # noqa: BLE001
+            logger.exception("event listener %r failed", listener)
+
+
+def stream_event(
+    *, execution_id: Any, event_type: str, data: dict[str, Any], event_id: int
+) -> None:
+    """A streamed engine event (content, tool_start…), already stored; fan it out live."""
+    send(
+        execution_group(execution_id),
+        {
+            "type": "execution.stream",
+            "execution_id": str(execution_id),
+            "event": event_type,
+            "event_id": event_id,
+            "data": data,
+        },
+    )
+
+
+def approval_changed(
+    *, approval_id: Any, workspace_id: Any, execution_id: Any, status: str
+) -> None:
+    message = {
+        "type": "approval.changed",
+        "approval_id": str(approval_id),
+        "workspace_id": str(workspace_id),
+        "execution_id": str(execution_id) if execution_id else None,
+        "status": status,
+    }
+    send(workspace_approvals_group(workspace_id), message)
+    if execution_id:
+        send(execution_group(execution_id), message)

@@ -1,0 +1,306 @@
+"""Execution statuses, the moves allowed between them, and the one function that makes a move.
+
+`transition()` is the ONLY writer of `Execution.status`; `record()` appends history without a
+move (steps, logs, comments). Both take the next `seq` with a compare-and-set on the row, so two
+racing callers cannot both succeed from the same observed state, and the event goes out only
+after the transaction commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from executions.models import ActorType, ApiKey, Execution, Transition
+
+
+class Status:
+    PENDING = "pending"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_INPUT = "awaiting_input"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+ALL_STATUSES = (
+    Status.PENDING,
+    Status.RUNNING,
+    Status.AWAITING_APPROVAL,
+    Status.AWAITING_INPUT,
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.CANCELLED,
+    Status.REJECTED,
+)
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED})
+PARKED = frozenset({Status.AWAITING_APPROVAL, Status.AWAITING_INPUT})
+ACTIVE = frozenset(ALL_STATUSES) - TERMINAL
+
+# The one table of allowed moves: from-status -> the statuses it may move to.
+ALLOWED: dict[str, frozenset[str]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
+    Status.RUNNING: frozenset(
+        {
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.AWAITING_APPROVAL,
+            Status.AWAITING_INPUT,
+            Status.CANCELLED,
+        }
+    ),
+    # A rejection either ends the run or (when the step says so) continues down a branch.
+    Status.AWAITING_APPROVAL: frozenset(
+        {Status.RUNNING, Status.REJECTED, Status.CANCELLED, Status.FAILED}
+    ),
+    Status.AWAITING_INPUT: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.REJECTED: frozenset(),
+}
+
+
+def allowed_from(to: str) -> frozenset[str]:
+    return frozenset(src for src, targets in ALLOWED.items() if to in targets)
+
+
+def can_move(src: str, to: str) -> bool:
+    return to in ALLOWED.get(src, frozenset())
+
+
+class GuardFailed(Exception):
+    """The row no longer matches the caller's `guard` (e.g. the engine lost its lease)."""
+
+
+class IllegalTransition(Exception):
+    """The move is not allowed from the execution's current status (the API answers 409)."""
+
+    def __init__(self, execution_id: Any, current: str, to: str | None, message: str = "") -> None:
+        self.execution_id = execution_id
+        self.current = current
+        self.to = to
+        super().__init__(
+            message or f"execution {execution_id} is {current}; it cannot move to {to}"
+        )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change: a user, an API key, or the system (engine, reaper, timers)."""
+
+    type: str = ActorType.SYSTEM
+    user: Any = None
+    api_key: ApiKey | None = None
+    label: str = "system"
+
+    @classmethod
+    def for_user(cls, user: Any) -> Actor:
+        return cls(type=ActorType.USER, user=user, label=user.get_username())
+
+    @classmethod
+    def for_key(cls, key: ApiKey) -> Actor:
+        return cls(type=ActorType.API_KEY, api_key=key, label=f"key:{key.name}")
+
+    @property
+    def user_id(self) -> Any:
+        return getattr(self.user, "pk", None)
+
+    @property
+    def key_id(self) -> Any:
+        return getattr(self.api_key, "pk", None)
+
+
+SYSTEM = Actor()
+
+# How many times a compare-and-set is retried when another writer moved the row first but the
+# requested move is still legal from the new state (e.g. a step recorded while a comment lands).
+_CAS_ATTEMPTS = 20
+
+
+def transition(
+    execution: Execution,
+    to: str,
+    *,
+    type: str,
+    actor: Actor = SYSTEM,
+    fields: dict[str, Any] | None = None,
+    guard: dict[str, Any] | None = None,
+    **details: Any,
+) -> Transition:
+    """Move `execution` to `to`, append its Transition, and publish the change after commit.
+
+    `fields` are other columns to set in the same UPDATE (output, error, usage…). `guard` adds
+    conditions to the compare-and-set (the engine passes its lease owner, so a worker that lost
+    its lease cannot write); when they no longer hold, GuardFailed is raised. Raises
+    IllegalTransition when the move is not allowed from the current status.
+    """
+    if to not in ALLOWED:
+        raise ValueError(f"unknown status {to!r}")
+    return _append(
+        execution,
+        to=to,
+        type=type,
+        actor=actor,
+        fields=fields or {},
+        details=details,
+        guard=guard or {},
+    )
+
+
+def record(
+    execution: Execution,
+    *,
+    type: str,
+    actor: Actor = SYSTEM,
+    fields: dict[str, Any] | None = None,
+    allow_terminal: bool = False,
+    guard: dict[str, Any] | None = None,
+    **details: Any,
+) -> Transition:
+    """Append a history entry that does not change the status (a step, a log line, a comment)."""
+    return _append(
+        execution,
+        to=None,
+        type=type,
+        actor=actor,
+        fields=fields or {},
+        details=details,
+        allow_terminal=allow_terminal,
+        guard=guard or {},
+    )
+
+
+def _append(
+    execution: Execution,
+    *,
+    to: str | None,
+    type: str,
+    actor: Actor,
+    fields: dict[str, Any],
+    details: dict[str, Any],
+    allow_terminal: bool = False,
+    guard: dict[str, Any] | None = None,
+) -> Transition:
+    guard = guard or {}
+    with transaction.atomic():
+        current = execution
+        for _ in range(_CAS_ATTEMPTS):
+            src = current.status
+            if to is not None and not can_move(src, to):
+                raise IllegalTransition(execution.pk, src, to)
+            if to is None and src in TERMINAL and not allow_terminal:
+                raise IllegalTransition(
+                    execution.pk, src, None, f"execution {execution.pk} is already {src}"
+                )
+            now = timezone.now()
+            updates: dict[str, Any] = {
+                **fields,
+                "transition_count": F("transition_count") + 1,
+                "updated_at": now,
+            }
+            if to is not None:
+                updates["status"] = to
+                if to == "running" and current.started_at is None:
+                    updates["started_at"] = now
+                if to in TERMINAL:
+                    updates["completed_at"] = now
+                    begun = current.started_at or current.created_at
+                    updates["duration_ms"] = max(0, int((now - begun).total_seconds() * 1000))
+                    updates["lease_owner"] = ""
+                    updates["lease_expires_at"] = None
+            # Compare-and-set on the exact state we read: the status AND the history length.
+            # A concurrent writer bumps transition_count, so exactly one of two racers wins.
+            won = Execution.objects.filter(
+                pk=execution.pk, status=src, transition_count=current.transition_count, **guard
+            ).update(**updates)
+            if won:
+                seq = current.transition_count + 1
+                break
+            current = Execution.objects.filter(pk=execution.pk).first()
+            if current is None:
+                raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
+            if guard and any(getattr(current, k) != v for k, v in guard.items()):
+                raise GuardFailed(f"execution {execution.pk} no longer matches {guard}")
+        else:  # pragma: no cover - needs 20 writers interleaving on one row
+            raise IllegalTransition(execution.pk, current.status, to, "too much contention")
+
+        step = Transition.objects.create(
+            execution_id=execution.pk,
+            seq=seq,
+            type=type,
+            from_status=src,
+            to_status=to or src,
+            actor_type=actor.type,
+            actor_user_id=actor.user_id,
+            actor_key_id=actor.key_id,
+            actor_label=actor.label,
+            created_at=now,
+            **_clean_details(details),
+        )
+        # Keep the caller's object in step with the row it just changed.
+        _refresh(execution, src_row=current, to=to, seq=seq, now=now, updates=updates)
+        _schedule_event(execution, step)
+    return step
+
+
+def _clean_details(details: dict[str, Any]) -> dict[str, Any]:
+    allowed = {
+        "step_path",
+        "step_kind",
+        "input",
+        "output",
+        "usage",
+        "cost",
+        "message",
+        "started_at",
+        "ended_at",
+    }
+    unknown = set(details) - allowed
+    if unknown:
+        raise TypeError(f"unknown transition detail(s): {', '.join(sorted(unknown))}")
+    if isinstance(details.get("cost"), float):
+        details["cost"] = Decimal(str(details["cost"]))
+    return details
+
+
+def _refresh(
+    execution: Execution,
+    *,
+    src_row: Execution,
+    to: str | None,
+    seq: int,
+    now: Any,
+    updates: dict[str, Any],
+) -> None:
+    if src_row is not execution:
+        for field in ("status", "started_at", "completed_at", "duration_ms", "output", "error"):
+            setattr(execution, field, getattr(src_row, field))
+    for key, value in updates.items():
+        if key in {"transition_count", "status"}:
+            continue
+        if hasattr(value, "resolve_expression"):
+            continue
+        setattr(execution, key, value)
+    execution.transition_count = seq
+    execution.updated_at = now
+    if to is not None:
+        execution.status = to
+
+
+def _schedule_event(execution: Execution, step: Transition) -> None:
+    from executions import events
+
+    execution_id, workspace_id = execution.pk, execution.workspace_id
+    transaction.on_commit(
+        lambda: events.transition_committed(
+            execution_id=execution_id, workspace_id=workspace_id, transition_id=step.pk
+        )
+    )

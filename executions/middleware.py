@@ -1,0 +1,48 @@
+"""Request plumbing: body size limit, and the current workspace of a logged-in user."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+SESSION_KEY = "workspace_id"
+
+
+class WorkspaceMiddleware:
+    """Refuse oversized bodies with 413 before anything reads them, and for dashboard users
+    resolve `request.workspace` / `request.membership` from their memberships."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.MAX_REQUEST_BODY_BYTES:
+            return JsonResponse(
+                {
+                    "error": f"request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes",
+                    "code": "payload_too_large",
+                },
+                status=413,
+            )
+        request.membership = None
+        if not request.path.startswith(("/api/", "/julep", "/moderately", "/discuro", "/static")):
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                request.membership = current_membership(request)
+                request.workspace = request.membership.workspace if request.membership else None
+        return self.get_response(request)
+
+
+def current_membership(request: HttpRequest):
+    from executions.models import Membership
+
+    memberships = Membership.objects.filter(user=request.user).select_related("workspace")
+    wanted = request.session.get(SESSION_KEY)
+    chosen = memberships.filter(workspace_id=wanted).first() if wanted else None
+    return chosen or memberships.order_by("created_at").first()
