@@ -85,9 +85,19 @@ def _database(url: str | None) -> dict:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": options,
+        # Under ASGI every worker thread would keep its own persistent connection; a psycopg
+        # pool per process bounds the connections (DB_POOL_MAX each) and reuses them.
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {
+            "pool": {
+                "min_size": env_int("DB_POOL_MIN", 2),
+                "max_size": env_int("DB_POOL_MAX", 16),
+                "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
+            },
+            **options,
+        }
+        if env_bool("DB_POOL", True)
+        else options,
         "TEST": {"NAME": os.environ.get("DATABASE_TEST_NAME") or None},
     }
 

@@ -100,7 +100,7 @@ def apikey_revoke(*, workspace: Workspace | None, prefix: str) -> ApiKey:
 
 
 def apikey_authenticate(*, raw: str) -> ApiKey | None:
-    """The active key for a presented secret, or None. Touches last_used_at at most once a minute."""
+    """The active key for a secret, or None. Touches last_used_at at most once a minute."""
     parts = raw.strip().split("_", 2)  # stw_<prefix>_<secret>; the secret may contain "_"
     if len(parts) != 3:
         return None

@@ -141,16 +141,17 @@ def approved_value(approval: Any) -> Any:
             return {"payload": approval.result_payload, "response": approval.response}
         return approval.response
     if approval.chosen_options is not None:
-        return {"payload": approval.result_payload or approval.payload, "options": approval.chosen_options}
+        return {
+            "payload": approval.result_payload or approval.payload,
+            "options": approval.chosen_options,
+        }
     return approval.result_payload if approval.result_payload is not None else approval.payload
 
 
 def is_approved(approval: Any) -> bool:
-    if approval.status == "approved":
-        return True
     # An expiry resolved as "approve" is recorded by the approvals app as approved; an
     # "expired" row without that means the timeout rejected it.
-    return False
+    return approval.status == "approved"
 
 
 def refusal(approval: Any) -> dict[str, Any]:

@@ -64,9 +64,23 @@ def _workflow(config: dict[str, Any], errors: list) -> None:
         return
     workflows = {"main": main}
     for name, steps in config.items():
-        if name in {"main", "tools", "model", "limits", "budgets", "input_schema", "name",
-                    "description", "type", "system_prompt", "approval_policy", "run_budget",
-                    "model_config", "inherit_tools", "metadata"}:
+        if name in {
+            "main",
+            "tools",
+            "model",
+            "limits",
+            "budgets",
+            "input_schema",
+            "name",
+            "description",
+            "type",
+            "system_prompt",
+            "approval_policy",
+            "run_budget",
+            "model_config",
+            "inherit_tools",
+            "metadata",
+        }:
             continue
         if isinstance(steps, list):
             workflows[name] = steps
@@ -92,8 +106,11 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
     if len(kinds) != 1:
         known = ", ".join(sorted(STEP_KINDS))
         errors.append(
-            field_error(where, f"a step needs exactly one kind key (one of {known}); got "
-                        f"{', '.join(step) or 'none'}")
+            field_error(
+                where,
+                f"a step needs exactly one kind key (one of {known}); got "
+                f"{', '.join(step) or 'none'}",
+            )
         )
         return
     kind = kinds[0]
@@ -119,10 +136,16 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
                 errors.append(field_error(f"{here}[{j}]", "each case needs case and then"))
                 continue
             if case["case"] != "_":
-                errors.extend(expressions.check_all(_as_expr(case["case"]), where=f"{here}[{j}].case"))
+                errors.extend(
+                    expressions.check_all(_as_expr(case["case"]), where=f"{here}[{j}].case")
+                )
             _branch(case["then"], f"{here}[{j}].then", errors, workflows)
     elif kind in {"foreach", "map"}:
-        if not isinstance(value, dict) or "in" not in value or ("do" not in value and kind == "foreach"):
+        if (
+            not isinstance(value, dict)
+            or "in" not in value
+            or ("do" not in value and kind == "foreach")
+        ):
             need = "in and do" if kind == "foreach" else "in and a step (do or over)"
             errors.append(field_error(here, f"needs {need}"))
             return
@@ -142,7 +165,9 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
             errors.append(field_error(here, "needs workflow (the name of a sub-workflow)"))
             return
         if value["workflow"] not in workflows:
-            errors.append(field_error(f"{here}.workflow", f"no workflow named {value['workflow']!r}"))
+            errors.append(
+                field_error(f"{here}.workflow", f"no workflow named {value['workflow']!r}")
+            )
         errors.extend(expressions.check_all(value.get("arguments", {}), where=f"{here}.arguments"))
     elif kind == "tool":
         if not isinstance(value, str) or not value:
@@ -204,7 +229,9 @@ def _model(model: Any, where: str, errors: list) -> None:
         return
     provider = model.get("provider", "builtin")
     if provider not in PROVIDERS:
-        errors.append(field_error(f"{where}.provider", f"must be one of {', '.join(sorted(PROVIDERS))}"))
+        errors.append(
+            field_error(f"{where}.provider", f"must be one of {', '.join(sorted(PROVIDERS))}")
+        )
     script = model.get("script")
     if script is not None and not isinstance(script, list):
         errors.append(field_error(f"{where}.script", "must be a list of replies"))

@@ -73,9 +73,12 @@ def check(source: str) -> None:
             raise ExpressionError(text, f"name {node.id!r} is forbidden")
         if isinstance(node, (ast.Lambda, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
             raise ExpressionError(text, f"{type(node).__name__} is not allowed")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id not in FUNCTIONS:
-                raise ExpressionError(text, f"unknown function {node.func.id!r}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id not in FUNCTIONS
+        ):
+            raise ExpressionError(text, f"unknown function {node.func.id!r}")
 
 
 def evaluate(source: str, names: dict[str, Any]) -> Any:

@@ -28,9 +28,7 @@ def cost(provider: str, model: str, usage: dict[str, Any] | None) -> Decimal | N
 
 
 @functools.lru_cache(maxsize=4096)
-def _price(
-    provider: str, model: str, prompt: int, completion: int, cached: int
-) -> Decimal | None:
+def _price(provider: str, model: str, prompt: int, completion: int, cached: int) -> Decimal | None:
     from genai_prices import Usage, calc_price
 
     try:

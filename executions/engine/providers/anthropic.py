@@ -159,15 +159,17 @@ class AnthropicProvider:
                 status=status,
             ) from None
         except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
-            raise ProviderError(
-                f"anthropic: {type(exc).__name__}: {exc}", transient=True
-            ) from None
+            raise ProviderError(f"anthropic: {type(exc).__name__}: {exc}", transient=True) from None
         finally:
             if stream is not None:
                 stream.close()
             client.close()
         tool_calls = [
-            {"id": b.get("id") or f"toolu_{i}", "name": b["name"], "arguments": parse_arguments(b["raw"])}
+            {
+                "id": b.get("id") or f"toolu_{i}",
+                "name": b["name"],
+                "arguments": parse_arguments(b["raw"]),
+            }
             for i, b in sorted(blocks.items())
             if b.get("type") == "tool_use"
         ]
