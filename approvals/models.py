@@ -48,6 +48,9 @@ class Approval(models.Model):
     assignee_roles = models.JSONField(default=list, blank=True)
     forbid_self_approval = models.BooleanField(default=False)
     required_approvals = models.PositiveIntegerField(default=1)
+    # How many distinct rejections resolve it as rejected (1: any reject ends it).
+    required_rejections = models.PositiveIntegerField(default=1)
+    # True: a rejection ends the execution as `rejected`; false: the run goes on (on_reject).
     reject_ends = models.BooleanField(default=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     on_timeout = models.CharField(max_length=16, default="reject")  # approve | reject | fail
@@ -55,6 +58,8 @@ class Approval(models.Model):
     escalate_to_users = models.JSONField(default=list, blank=True)
     escalate_to_roles = models.JSONField(default=list, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # When the assignees were first told (e-mail / webhooks), so a re-run never re-notifies.
+    notified_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(
         max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
     )

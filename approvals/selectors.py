@@ -1,37 +1,191 @@
-"""Reads of approvals, scoped by workspace here."""
+"""Reads of approvals and webhooks, scoped by workspace here."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from approvals.models import Approval, ApprovalStatus
+from approvals.models import Approval, ApprovalComment, ApprovalStatus, Webhook
+from approvals.policies import Decider
 from executions.errors import NotFound, ValidationFailed, field_error
-from executions.models import Workspace
-from executions.selectors import parse_uuid
+from executions.lifecycle import Status
+from executions.models import Execution, Role, Workspace, role_at_least
+from executions.selectors import _parse_dt, parse_uuid
+
+TRUE = {"1", "true", "yes", "on"}
 
 
-def approval_list(*, workspace: Workspace, status: str | None = None) -> QuerySet:
-    approvals = Approval.objects.for_workspace(workspace).select_related("execution__agent")
-    if status:
-        if status not in ApprovalStatus.values:
-            raise ValidationFailed(
-                "unknown approval status",
-                details=[field_error("status", f"one of {', '.join(ApprovalStatus.values)}")],
-            )
-        approvals = approvals.filter(status=status)
-    return approvals.order_by("expires_at", "created_at")
+@dataclass
+class ApprovalFilters:
+    status: list[str] | None = None
+    assigned_to_me: bool = False
+    agent_id: str | None = None
+    execution_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    overdue: bool | None = None
+
+    @classmethod
+    def from_params(cls, params: Any) -> ApprovalFilters:
+        errors: list[dict[str, str]] = []
+        statuses = [s.strip() for s in str(params.get("status") or "").split(",") if s.strip()]
+        for s in statuses:
+            if s not in ApprovalStatus.values:
+                errors.append(
+                    field_error(
+                        "status", f"unknown status {s!r}; one of {', '.join(ApprovalStatus.values)}"
+                    )
+                )
+        assigned = (params.get("assigned") or params.get("assignee") or "").strip().lower()
+        if assigned not in {"", "me"}:
+            errors.append(field_error("assigned", "only assigned=me is supported"))
+        ids = {}
+        for key in ("agent_id", "execution_id"):
+            value = params.get(key) or None
+            if value:
+                try:
+                    uuid.UUID(str(value))
+                except ValueError:
+                    errors.append(field_error(key, "must be a UUID"))
+            ids[key] = value
+        overdue_raw = params.get("overdue")
+        overdue = None if overdue_raw in (None, "") else str(overdue_raw).lower() in TRUE
+        created_after = _parse_dt(params.get("created_after"), "created_after", errors)
+        created_before = _parse_dt(params.get("created_before"), "created_before", errors)
+        if errors:
+            raise ValidationFailed("invalid filter", details=errors)
+        return cls(
+            status=statuses or None,
+            assigned_to_me=assigned == "me",
+            created_after=created_after,
+            created_before=created_before,
+            overdue=overdue,
+            **ids,
+        )
+
+
+def _with_relations(approvals: QuerySet) -> QuerySet:
+    return approvals.select_related("execution__agent").prefetch_related(
+        "assignee_users", "decisions__actor_user"
+    )
+
+
+def approval_list(
+    *,
+    workspace: Workspace,
+    filters: ApprovalFilters | None = None,
+    decider: Decider | None = None,
+    status: str | None = None,
+) -> QuerySet:
+    """Approvals of the workspace, soonest due first (no deadline last), then oldest first."""
+    filters = filters or ApprovalFilters.from_params({"status": status} if status else {})
+    approvals = Approval.objects.for_workspace(workspace)
+    if filters.status:
+        approvals = approvals.filter(status__in=filters.status)
+    if filters.agent_id:
+        approvals = approvals.filter(execution__agent_id=filters.agent_id)
+    if filters.execution_id:
+        approvals = approvals.filter(execution_id=filters.execution_id)
+    if filters.created_after:
+        approvals = approvals.filter(created_at__gte=filters.created_after)
+    if filters.created_before:
+        approvals = approvals.filter(created_at__lt=filters.created_before)
+    if filters.overdue is not None:
+        overdue = Q(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now())
+        approvals = approvals.filter(overdue) if filters.overdue else approvals.exclude(overdue)
+    if filters.assigned_to_me:
+        approvals = approvals.filter(assigned_to(decider)).distinct()
+    return _with_relations(approvals).order_by(
+        F("expires_at").asc(nulls_last=True), "created_at", "id"
+    )
+
+
+def assigned_to(decider: Decider | None) -> Q:
+    """Approvals that name this person: as a user, or through a role they hold (or exceed)."""
+    if decider is None:
+        return Q(pk__in=[])
+    condition = Q(pk__in=[])
+    if decider.user is not None:
+        condition |= Q(assignee_users=decider.user)
+    for role in Role.values:
+        if role_at_least(decider.role, role):
+            condition |= Q(assignee_roles__icontains=f'"{role}"')
+    return condition
 
 
 def approval_get(*, workspace: Workspace, approval_id: Any) -> Approval:
     pk = parse_uuid(approval_id, field="approval_id", what="approval")
-    approval = (
-        Approval.objects.for_workspace(workspace)
-        .select_related("execution__agent")
-        .filter(pk=pk)
-        .first()
-    )
+    approval = _with_relations(Approval.objects.for_workspace(workspace).filter(pk=pk)).first()
     if approval is None:
         raise NotFound(f"approval {approval_id} not found")
     return approval
+
+
+def approvals_by_ids(*, workspace: Workspace, ids: list[Any]) -> tuple[list[Approval], list[str]]:
+    """The approvals among `ids` in this workspace, and the ids that are not (malformed, absent
+    or another workspace's: all reported the same way)."""
+    wanted: dict[uuid.UUID, str] = {}
+    missing: list[str] = []
+    for raw in ids:
+        try:
+            wanted[uuid.UUID(str(raw))] = str(raw)
+        except ValueError:
+            missing.append(str(raw))
+    found = {
+        a.pk: a
+        for a in _with_relations(Approval.objects.for_workspace(workspace).filter(pk__in=wanted))
+    }
+    missing += [ref for pk, ref in wanted.items() if pk not in found]
+    return [found[pk] for pk in wanted if pk in found], missing
+
+
+def approval_status(*, approval_id: Any) -> str | None:
+    """One indexed read for long polls."""
+    return Approval.objects.filter(pk=approval_id).values_list("status", flat=True).first()
+
+
+def comment_list(*, approval: Approval) -> QuerySet:
+    return ApprovalComment.objects.filter(approval=approval).order_by("created_at", "id")
+
+
+def approval_inbox(*, workspace: Workspace, decider: Decider | None = None, mine: bool = False):
+    """Executions parked on a pending approval, longest-waiting first (PromptRails'
+    approval inbox), each with its pending approvals prefetched as `pending_approvals`."""
+    pending = Approval.objects.filter(status=ApprovalStatus.PENDING).order_by("created_at")
+    if mine:
+        pending = pending.filter(assigned_to(decider))
+    executions = Execution.objects.for_workspace(workspace).filter(status=Status.AWAITING_APPROVAL)
+    if mine:
+        executions = executions.filter(pk__in=pending.values("execution_id"))
+    return (
+        executions.select_related("agent", "agent_version")
+        .prefetch_related(Prefetch("approvals", queryset=pending, to_attr="pending_approvals"))
+        .order_by("updated_at", "id")
+    )
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+def webhook_list(*, workspace: Workspace) -> QuerySet:
+    return Webhook.objects.filter(workspace=workspace).order_by("created_at")
+
+
+def webhook_get(*, workspace: Workspace, webhook_id: Any) -> Webhook:
+    pk = parse_uuid(webhook_id, field="webhook_id", what="webhook")
+    webhook = Webhook.objects.filter(workspace=workspace, pk=pk).first()
+    if webhook is None:
+        raise NotFound(f"webhook {webhook_id} not found")
+    return webhook
+
+
+def delivery_list(*, webhook: Webhook, status: str | None = None) -> QuerySet:
+    deliveries = webhook.deliveries.prefetch_related("log").order_by("-created_at")
+    if status:
+        deliveries = deliveries.filter(status=status)
+    return deliveries

@@ -129,11 +129,13 @@ def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 def _register() -> None:
     from approvals.api import router as approvals_router
+    from approvals.api import webhooks_router
     from executions.api import agents_router, executions_router, misc_router
 
     api.add_router("/agents", agents_router)
     api.add_router("/executions", executions_router)
     api.add_router("/approvals", approvals_router)
+    api.add_router("/webhooks", webhooks_router)
     api.add_router("", misc_router)
 
 

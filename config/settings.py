@@ -160,15 +160,32 @@ DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# `pubsub` (default): a group message is one Redis PUBLISH that each process receives once and
+# hands to its own sockets, so fanning out to 1,000 websockets costs no Redis round trip per
+# socket; at most once, like the live updates it carries (pages re-sync on reconnect).
+# `core`: channels-redis's list-based layer (per-channel queues with capacity and expiry).
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "pubsub")
+if CHANNEL_LAYER not in {"pubsub", "core"}:
+    raise ValueError(f"CHANNEL_LAYER={CHANNEL_LAYER!r}: use pubsub or core")
 if REDIS_URL:
+    _redis_host = {
+        "address": REDIS_URL,
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as the core layer's
+        # blocking BZPOPMIN: idle websockets then died after ~5 s (django/channels_redis#422).
+        # Options in the URL itself still win.
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+    }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
+            if CHANNEL_LAYER == "pubsub"
+            else "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [_redis_host],
                 "prefix": os.environ.get("CHANNEL_PREFIX", "steward"),
-                "capacity": 1000,
-                "expiry": 30,
+                **({"capacity": 1000, "expiry": 30} if CHANNEL_LAYER == "core" else {}),
             },
         }
     }

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 
 from config.api import api
 from executions import health
+from executions.compat import discuro, julep, moderately
 
 
 def api_not_found(request: HttpRequest) -> JsonResponse:
@@ -18,6 +19,9 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", api.urls),
     re_path(r"^api/", api_not_found),
+    path("julep/", include(julep.urlpatterns)),
+    path("moderately/", include(moderately.urlpatterns)),
+    path("discuro/", include(discuro.urlpatterns)),
     path("admin/", admin.site.urls),
     path("", include("executions.urls")),
 ]

@@ -247,6 +247,34 @@ def execution_list(
     return page_out(result, serializers.execution_out)
 
 
+@executions_router.get(
+    "/approval-inbox", summary="Executions waiting on an approval (PromptRails approval inbox)"
+)
+def execution_approval_inbox(request: HttpRequest, assigned: str | None = None):
+    # Registered before "/{execution_id}": the literal path must win over the pattern.
+    from approvals import policies
+    from approvals import selectors as approval_selectors
+
+    page, limit = selectors.page_params(request.GET)
+    me = policies.decider_for(request.actor, workspace=request.workspace, role=request.role)
+    executions = approval_selectors.approval_inbox(
+        workspace=request.workspace, decider=me, mine=(assigned or "").lower() == "me"
+    )
+    return page_out(selectors.paginate(executions, page=page, limit=limit), _inbox_item)
+
+
+def _inbox_item(execution) -> dict[str, Any]:
+    from approvals.serializers import approval_out
+
+    pending = getattr(execution, "pending_approvals", [])
+    due = [a.expires_at for a in pending if a.expires_at]
+    return {
+        **serializers.execution_out(execution),
+        "approval_expires_at": serializers.iso(min(due)) if due else None,
+        "pending_approvals": [approval_out(a, detail=False) for a in pending],
+    }
+
+
 @executions_router.get("/{execution_id}", summary="Get an execution")
 def execution_get(request: HttpRequest, execution_id: str):
     execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
@@ -308,6 +336,79 @@ async def execution_wait(request: HttpRequest, execution_id: str, timeout: float
     return data(await sync_to_async(serializers.execution_out)(execution))
 
 
+def _decide_execution(request: HttpRequest, execution_id: str, decision: str) -> JsonResponse:
+    from approvals import services as approval_services
+
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    body = optional_body(request)  # the SDK sends {} or {"reason": "..."}
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("reason must be a string", details={"field": "reason"})
+    approval = approval_services.pending_approval_for(execution)
+    approval_services.approval_decide(
+        approval=approval,
+        actor=request.actor,
+        role=request.role,
+        decision=decision,
+        reason=reason or "",
+        payload=body.get("payload"),
+        response=body.get("response"),
+        option=body.get("option"),
+        options=body.get("options"),
+        idempotency_key=request.headers.get("Idempotency-Key") or None,
+    )
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    return data(serializers.execution_out(execution))
+
+
+@executions_router.post(
+    "/{execution_id}/approve", summary="Approve the approval the execution waits on"
+)
+def execution_approve(request: HttpRequest, execution_id: str):
+    return _decide_execution(request, execution_id, "approve")
+
+
+@executions_router.post(
+    "/{execution_id}/deny", summary="Reject the approval the execution waits on"
+)
+def execution_deny(request: HttpRequest, execution_id: str):
+    return _decide_execution(request, execution_id, "reject")
+
+
+@executions_router.post(
+    "/{execution_id}/events",
+    summary="External agents: report steps, logs, usage, output or error",
+)
+def execution_events(request: HttpRequest, execution_id: str):
+    from executions import external
+
+    require(request, Role.REVIEWER)
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    body = optional_body(request)
+    events = body.get("events", [body])
+    external.external_events_record(execution=execution, events=events, actor=request.actor)
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    return data(serializers.execution_out(execution))
+
+
+@executions_router.post(
+    "/{execution_id}/approvals",
+    summary="External agents: ask for a decision (parks the execution)",
+)
+def execution_request_approval(request: HttpRequest, execution_id: str):
+    from approvals import services as approval_services
+    from approvals.serializers import approval_out
+
+    require(request, Role.REVIEWER)
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    body = optional_body(request)
+    payload = body.pop("payload", None)
+    approval = approval_services.approval_request(
+        execution=execution, spec=body, payload=payload, actor=request.actor
+    )
+    return data(approval_out(approval), status=201)
+
+
 # --- workspace -------------------------------------------------------------------------------
 
 
@@ -332,3 +433,32 @@ def stats(request: HttpRequest, created_after: str | None = None):
     result = selectors.execution_stats(workspace=request.workspace, since=filters.created_after)
     result["cost"] = float(result["cost"])
     return data(result)
+
+
+# --- live streams (SSE) ------------------------------------------------------------------------
+
+
+@executions_router.get("/{execution_id}/stream", summary="Streamed events (SSE), replay then live")
+async def execution_stream(request: HttpRequest, execution_id: str):
+    from asgiref.sync import sync_to_async
+
+    from executions import streams
+
+    execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
+        workspace=request.workspace, execution_id=execution_id
+    )
+    return streams.sse_response(streams.execution_events(execution.pk))
+
+
+@executions_router.get(
+    "/{execution_id}/status.stream", summary="Status changes (SSE, Julep ExecutionStatusEvent)"
+)
+async def execution_status_stream(request: HttpRequest, execution_id: str):
+    from asgiref.sync import sync_to_async
+
+    from executions import streams
+
+    execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
+        workspace=request.workspace, execution_id=execution_id
+    )
+    return streams.sse_response(streams.status_events(execution.pk))

@@ -11,6 +11,7 @@ SSE endpoints turn the same messages into frames for programs.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any
 
@@ -46,9 +47,96 @@ def send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        if _needs_own_loop():
+            _publisher().submit(layer, group, message)
+        else:
+            async_to_sync(layer.group_send)(group, message)
     except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
         logger.warning("could not publish to %s", group, exc_info=True)
+
+
+def _needs_own_loop() -> bool:
+    """A thread with no server loop to route to (a `worker` process, a management command):
+    async_to_sync would start a new event loop — and a new Redis connection — per message."""
+    import os
+
+    from asgiref.sync import SyncToAsync
+
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+        return False
+    except RuntimeError:
+        pass
+    return getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid()
+
+
+class _Publisher:
+    """One long-lived event loop thread per process that sends messages. A few consumer tasks
+    share the work; a group always goes to the same consumer, so its messages keep their
+    order, and the channel layer's connection pool is never asked for more than `LANES`."""
+
+    LANES = 4
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.queues: list[asyncio.Queue] = []
+        self.pending = 0
+        self.idle = threading.Condition()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.queues = [asyncio.Queue() for _ in range(self.LANES)]
+            for queue in self.queues:
+                self.loop.create_task(self._consume(queue))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="steward-publisher", daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    async def _consume(self, queue: Any) -> None:
+        while True:
+            layer, group, message = await queue.get()
+            try:
+                await layer.group_send(group, message)
+            except Exception:  # noqa: BLE001 - best effort, like send()
+                logger.warning("could not publish to %s", group, exc_info=True)
+            finally:
+                with self.idle:
+                    self.pending -= 1
+                    self.idle.notify_all()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until every submitted message went out: a command or script that
+        commits and exits must not lose its last events with this daemon thread."""
+        with self.idle:
+            self.idle.wait_for(lambda: self.pending <= 0, timeout=timeout)
+
+    def submit(self, layer: Any, group: str, message: dict[str, Any]) -> None:
+        with self.idle:
+            self.pending += 1
+        queue = self.queues[hash(group) % self.LANES]
+        self.loop.call_soon_threadsafe(queue.put_nowait, (layer, group, message))
+
+
+_publisher_instance: _Publisher | None = None
+_publisher_lock = __import__("threading").Lock()
+
+
+def _publisher() -> _Publisher:
+    global _publisher_instance
+    with _publisher_lock:
+        if _publisher_instance is None:
+            _publisher_instance = _Publisher()
+            atexit.register(_publisher_instance.flush)
+    return _publisher_instance
 
 
 def transition_committed(*, execution_id: Any, workspace_id: Any, transition_id: int) -> None:

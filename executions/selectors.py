@@ -372,3 +372,207 @@ def apikey_list(*, workspace: Workspace | None = None) -> QuerySet:
     if workspace is not None:
         keys = keys.filter(workspace=workspace)
     return keys
+
+
+# --- dashboard reads -------------------------------------------------------------------------
+
+
+def execution_page_ordered(
+    qs: QuerySet, *, ordering: str | None, cursor: str | None, limit: int
+) -> Page:
+    """Keyset page in any ORDERABLE order: the cursor carries (value, id) of the last row, so a
+    deep page costs the same as the first (no OFFSET, no COUNT). NULLs sort last either way."""
+    from django.db.models import F
+
+    field = (ordering or "-created_at").strip()
+    descending = field.startswith("-")
+    field = field.lstrip("-+")
+    if field not in ORDERABLE:
+        raise ValidationFailed(
+            f"cannot order by {field!r}",
+            details=[field_error("ordering", f"one of {', '.join(sorted(ORDERABLE))}")],
+        )
+    if field == "created_at":
+        return keyset_page(qs, cursor=cursor, limit=limit, descending=descending)
+    id_order = "-id" if descending else "id"
+    order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    qs = qs.order_by(order, id_order)
+    if cursor:
+        value, anchor = _decode_value_cursor(cursor)
+        beyond = "lt" if descending else "gt"
+        if value is None:
+            qs = qs.filter(**{f"{field}__isnull": True, f"pk__{beyond}": anchor})
+        else:
+            qs = qs.filter(
+                Q(**{f"{field}__{beyond}": value})
+                | Q(**{field: value, f"pk__{beyond}": anchor})
+                | Q(**{f"{field}__isnull": True})
+            )
+    rows = list(qs[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_value_cursor(getattr(rows[-1], field), rows[-1].pk) if more else None
+    return Page(items=rows, total=None, page=1, limit=limit, next_cursor=next_cursor)
+
+
+def _encode_value_cursor(value: Any, pk: Any) -> str:
+    raw = json.dumps(
+        [
+            value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+            if value is not None
+            else None,
+            str(pk),
+        ]
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_value_cursor(cursor: str) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+        return value, uuid.UUID(pk)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest("cursor is not valid", details={"field": "cursor"}) from None
+
+
+def execution_matches(*, execution: Execution, filters: ExecutionFilters) -> bool:
+    """Whether one execution is in the list `filters` select (live list updates)."""
+    if not any(vars(filters).values()):
+        return True
+    return (
+        execution_list(workspace=execution.workspace, filters=filters)
+        .filter(pk=execution.pk)
+        .exists()
+    )
+
+
+def execution_hourly(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:
+    """Executions created per hour since `since`, split into finished well / badly / other."""
+    from django.db.models.functions import TruncHour
+
+    rows = (
+        Execution.objects.for_workspace(workspace)
+        .filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return list(rows)
+
+
+def execution_daily_cost(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:
+    """Cost per day per agent since `since`."""
+    from django.db.models.functions import TruncDate
+
+    rows = (
+        Execution.objects.for_workspace(workspace)
+        .filter(created_at__gte=since, cost__gt=0)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "agent__name")
+        .annotate(cost=Sum("cost"), n=Count("id"))
+        .order_by()
+    )
+    return list(rows)
+
+
+def execution_duration_percentiles(
+    *, workspace: Workspace, since: datetime, sample: int = 2000
+) -> list[dict[str, Any]]:
+    """p50 / p95 duration per agent over finished executions since `since` (the latest
+    `sample` runs of each agent, so the overview stays fast on millions of rows)."""
+    agents = Agent.objects.for_workspace(workspace).order_by("name")
+    result = []
+    for agent in agents:
+        values = list(
+            Execution.objects.filter(
+                workspace=workspace,
+                agent=agent,
+                created_at__gte=since,
+                duration_ms__isnull=False,
+            )
+            .order_by("-created_at")
+            .values_list("duration_ms", flat=True)[:sample]
+        )
+        if not values:
+            continue
+        values.sort()
+        result.append(
+            {
+                "agent": agent,
+                "count": len(values),
+                "p50": _percentile(values, 0.50),
+                "p95": _percentile(values, 0.95),
+            }
+        )
+    return result
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    index = max(0, math.ceil(q * len(sorted_values)) - 1)
+    return sorted_values[index]
+
+
+def execution_event_list(*, execution: Execution, limit: int = 1000) -> list:
+    """The streamed events of an execution (content, thinking, tool_start…), oldest first."""
+    from executions.models import ExecutionEvent
+
+    rows = ExecutionEvent.objects.filter(execution=execution).order_by("-id")[:limit]
+    return list(reversed(rows))
+
+
+def transition_recent(*, execution: Execution, limit: int) -> tuple[list, int]:
+    """The last `limit` transitions in order, and how many earlier ones were left out."""
+    total = execution.transition_count
+    rows = list(Transition.objects.filter(execution=execution).order_by("-seq")[:limit])
+    rows.reverse()
+    return rows, max(0, total - len(rows))
+
+
+def savedview_list(*, workspace: Workspace) -> QuerySet:
+    from executions.models import SavedView
+
+    return SavedView.objects.filter(workspace=workspace).select_related("created_by")
+
+
+def membership_list(*, workspace: Workspace) -> QuerySet:
+    from executions.models import Membership
+
+    return (
+        Membership.objects.filter(workspace=workspace)
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def agent_run_stats(*, workspace: Workspace, since: datetime) -> dict[Any, dict[str, Any]]:
+    """Per agent id: runs since `since`, failures among them, and the last run's time."""
+    from django.db.models import Max
+
+    recent = (
+        Execution.objects.for_workspace(workspace)
+        .filter(created_at__gte=since)
+        .values("agent_id")
+        .annotate(
+            runs=Count("id"),
+            failed=Count("id", filter=Q(status__in=["failed", "rejected"])),
+        )
+        .order_by()
+    )
+    stats: dict[Any, dict[str, Any]] = {
+        row["agent_id"]: {"runs": row["runs"], "failed": row["failed"]} for row in recent
+    }
+    last = (
+        Execution.objects.for_workspace(workspace)
+        .values("agent_id")
+        .annotate(last=Max("created_at"))
+        .order_by()
+    )
+    for row in last:
+        stats.setdefault(row["agent_id"], {"runs": 0, "failed": 0})["last"] = row["last"]
+    return stats

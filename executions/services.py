@@ -434,3 +434,102 @@ def execution_retry(*, execution: Execution, actor: Actor) -> Execution:
 
 def execution_is_parked(execution: Execution) -> bool:
     return execution.status in PARKED
+
+
+# --- dashboard: saved views, members, retention ----------------------------------------------
+
+
+def savedview_create(*, workspace: Workspace, name: str, query: str, created_by: Any = None):
+    """A named list filter shared with the workspace (the query string of the list page)."""
+    from executions.models import SavedView
+
+    name = (name or "").strip()
+    errors = []
+    if not name:
+        errors.append(field_error("name", "is required"))
+    elif len(name) > 120:
+        errors.append(field_error("name", "must be at most 120 characters"))
+    if len(query) > 2000:
+        errors.append(field_error("query", "must be at most 2000 characters"))
+    if errors:
+        raise ValidationFailed("invalid saved view", details=errors)
+    view, _ = SavedView.objects.update_or_create(
+        workspace=workspace, name=name, defaults={"query": query, "created_by": created_by}
+    )
+    return view
+
+
+def savedview_delete(*, workspace: Workspace, view_id: Any) -> None:
+    from executions.models import SavedView
+
+    deleted, _ = SavedView.objects.filter(workspace=workspace, pk=view_id).delete()
+    if not deleted:
+        raise NotFound(f"saved view {view_id} not found")
+
+
+def membership_remove(*, workspace: Workspace, user: Any) -> None:
+    """Remove a member; the last admin of a workspace cannot be removed or demoted away."""
+    membership = Membership.objects.filter(workspace=workspace, user=user).first()
+    if membership is None:
+        raise NotFound(f"{user} is not a member of this workspace")
+    _keep_an_admin(workspace=workspace, membership=membership, new_role=None)
+    membership.delete()
+
+
+def membership_change_role(*, workspace: Workspace, user: Any, role: str) -> Membership:
+    membership = Membership.objects.filter(workspace=workspace, user=user).first()
+    if membership is None:
+        raise NotFound(f"{user} is not a member of this workspace")
+    _keep_an_admin(workspace=workspace, membership=membership, new_role=role)
+    return membership_set(workspace=workspace, user=user, role=role)
+
+
+def _keep_an_admin(*, workspace: Workspace, membership: Membership, new_role: str | None) -> None:
+    if membership.role != Role.ADMIN or new_role == Role.ADMIN:
+        return
+    admins = Membership.objects.filter(workspace=workspace, role=Role.ADMIN).count()
+    if admins <= 1:
+        raise Conflict("a workspace needs at least one admin; make someone else admin first")
+
+
+def member_add(
+    *, workspace: Workspace, username: str, role: str, password: str = "", email: str = ""
+) -> Membership:
+    """Add an existing user to the workspace, or create the user when a password is given."""
+    username = (username or "").strip()
+    if not username:
+        raise ValidationFailed(
+            "username is required", details=[field_error("username", "required")]
+        )
+    User = get_user_model()
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        if not password:
+            raise ValidationFailed(
+                f"no user named {username!r}; give a password to create one",
+                details=[field_error("password", "required to create a new user")],
+            )
+        if len(password) < 8:
+            raise ValidationFailed(
+                "password is too short",
+                details=[field_error("password", "must be at least 8 characters")],
+            )
+        user = user_create(username=username, password=password, email=email)
+    elif Membership.objects.filter(workspace=workspace, user=user).exists():
+        raise Conflict(f"{username} is already a member of this workspace")
+    return membership_set(workspace=workspace, user=user, role=role)
+
+
+def workspace_set_retention(*, workspace: Workspace, days: Any) -> Workspace:
+    try:
+        value = int(days)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= 3650:
+        raise ValidationFailed(
+            "retention must be between 1 and 3650 days",
+            details=[field_error("retention_days", "a whole number of days from 1 to 3650")],
+        )
+    Workspace.objects.filter(pk=workspace.pk).update(retention_days=value)
+    workspace.retention_days = value
+    return workspace

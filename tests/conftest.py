@@ -52,6 +52,20 @@ def make_member(workspace: Any, username: str, role: str) -> Member:
     return Member(user=user, key=raw, client=Client(), workspace=workspace)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """Test on an SQLite file (WAL, busy timeout), as the embedded product runs, not on the
+    in-memory shared cache: there a thread that meets another's lock fails at once with
+    "database table is locked" instead of waiting, which breaks every test where a live
+    server, a worker thread and the test write at the same time."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    test = database.setdefault("TEST", {})
+    if database["ENGINE"].endswith("sqlite3") and not test.get("NAME"):
+        test["NAME"] = str(tmp_path_factory.mktemp("db") / "steward-test.sqlite3")
+
+
 @pytest.fixture
 def workspace(db):
     return services.workspace_get_or_create(slug="acme", name="Acme")[0]

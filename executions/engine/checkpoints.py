@@ -25,11 +25,7 @@ Approval (status approved / rejected / expired) for the step, or None while it i
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
-
-from django.db import transaction
-from django.utils import timezone
 
 from executions.models import Execution
 
@@ -67,69 +63,19 @@ def create_approval(
 ) -> Any:
     """Create (or return the existing) pending Approval for a step from a definition's spec.
 
-    Spec keys (all optional but title): title, description, allowed_actions, options,
-    multiple, response_schema, payload_schema, assignees (usernames), assignee_roles,
-    required_approvals, forbid_self_approval, timeout_seconds / expires_in (seconds),
-    on_timeout (approve | reject | fail), escalate_after_seconds, escalate_to_users,
-    escalate_to_roles, and on_reject (whose presence means a rejection continues the run).
+    The approvals app owns what a spec may say (title, description, allowed_actions, options,
+    response/payload schemas, assignees as users and roles, quorum, timeout like "2s" with
+    on_timeout, escalation, on_reject…): see `approvals.policies.fields_from_spec`.
     """
-    from approvals.models import Approval
+    from approvals import services as approval_services
 
-    existing = pending_approval(execution, step_path)
-    if existing is not None:
-        return existing
-    now = timezone.now()
-    expires_in = spec.get("timeout_seconds", spec.get("expires_in"))
-    escalate_after = spec.get("escalate_after_seconds")
-    if reject_ends is None:
-        reject_ends = "on_reject" not in spec
-    approval = Approval.objects.create(
-        workspace_id=execution.workspace_id,
+    return approval_services.approval_create(
         execution=execution,
         step_path=step_path,
-        source=source,
-        title=str(spec.get("title") or "Approval needed")[:300],
-        description=str(spec.get("description") or ""),
+        spec=spec,
         payload=payload,
-        payload_schema=spec.get("payload_schema"),
-        allowed_actions=list(spec.get("allowed_actions") or DEFAULT_ACTIONS),
-        options=spec.get("options"),
-        multiple=bool(spec.get("multiple", False)),
-        response_schema=spec.get("response_schema"),
-        assignee_roles=list(spec.get("assignee_roles") or []),
-        forbid_self_approval=bool(spec.get("forbid_self_approval", False)),
-        required_approvals=max(1, int(spec.get("required_approvals", 1) or 1)),
-        reject_ends=bool(reject_ends),
-        expires_at=now + timedelta(seconds=float(expires_in)) if expires_in else None,
-        on_timeout=str(spec.get("on_timeout") or "reject"),
-        escalate_at=now + timedelta(seconds=float(escalate_after)) if escalate_after else None,
-        escalate_to_users=list(spec.get("escalate_to_users") or []),
-        escalate_to_roles=list(spec.get("escalate_to_roles") or []),
-        created_at=now,
-        updated_at=now,
-    )
-    usernames = spec.get("assignees") or spec.get("assignee_users") or []
-    if usernames:
-        from django.contrib.auth import get_user_model
-
-        users = get_user_model().objects.filter(username__in=list(usernames))
-        approval.assignee_users.set(users)
-    _publish(approval)
-    return approval
-
-
-def _publish(approval: Any) -> None:
-    from executions import events
-
-    approval_id, workspace_id = approval.pk, approval.workspace_id
-    execution_id = approval.execution_id
-    transaction.on_commit(
-        lambda: events.approval_changed(
-            approval_id=approval_id,
-            workspace_id=workspace_id,
-            execution_id=execution_id,
-            status="pending",
-        )
+        source=source,
+        reject_ends=reject_ends if reject_ends is not None else ("on_reject" not in spec),
     )
 
 
@@ -149,8 +95,8 @@ def approved_value(approval: Any) -> Any:
 
 
 def is_approved(approval: Any) -> bool:
-    # An expiry resolved as "approve" is recorded by the approvals app as approved; an
-    # "expired" row without that means the timeout rejected it.
+    """Only "approved" continues: the approvals app records an expiry resolved as "approve"
+    as approved; an "expired" row means the timeout rejected it."""
     return approval.status == "approved"
 
 

@@ -32,8 +32,18 @@ STEP_KINDS = {
 STEP_EXTRAS = {
     "if": {"then", "else", "label"},
     "tool": {"arguments", "label"},
-    "prompt": {"tools", "auto_run_tools", "settings", "unwrap", "label", "model"},
-    "map": {"reduce", "initial", "parallelism", "label"},
+    "prompt": {
+        "tools",
+        "auto_run_tools",
+        "settings",
+        "unwrap",
+        "label",
+        "model",
+        "tool_choice",
+        "disable_cache",
+    },
+    # `over` is Julep's flat map_reduce: {"over": expr, "map": step, "reduce": expr}.
+    "map": {"reduce", "initial", "parallelism", "label", "over"},
     "foreach": {"label"},
     "yield": {"arguments", "label"},
 }
@@ -103,6 +113,10 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
         errors.append(field_error(where, "a step must be an object"))
         return
     kinds = [k for k in step if k in STEP_KINDS]
+    if not kinds and "workflow" in step:
+        # Julep's flat yield: {"workflow": name, "arguments": {...}}.
+        step = {"yield": {k: v for k, v in step.items() if k != "label"}}
+        kinds = ["yield"]
     if len(kinds) != 1:
         known = ", ".join(sorted(STEP_KINDS))
         errors.append(
@@ -140,6 +154,11 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
                     expressions.check_all(_as_expr(case["case"]), where=f"{here}[{j}].case")
                 )
             _branch(case["then"], f"{here}[{j}].then", errors, workflows)
+    elif kind == "map" and "over" in step:
+        errors.extend(expressions.check_all(_as_expr(step["over"]), where=f"{where}.over"))
+        _branch(value, here, errors, workflows)
+        if "reduce" in step:
+            errors.extend(expressions.check_all(_as_expr(step["reduce"]), where=f"{where}.reduce"))
     elif kind in {"foreach", "map"}:
         if (
             not isinstance(value, dict)
@@ -172,6 +191,8 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
     elif kind == "tool":
         if not isinstance(value, str) or not value:
             errors.append(field_error(here, "must be the name of a tool"))
+        elif value not in _tool_names():
+            errors.append(field_error(here, f"no tool named {value!r}"))
         errors.extend(expressions.check_all(step.get("arguments", {}), where=f"{where}.arguments"))
     elif kind == "prompt":
         if not isinstance(value, (str, list)):
@@ -192,11 +213,37 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
             errors.append(field_error(f"{here}.title", "an approval step needs a title"))
         else:
             errors.extend(expressions.check_all(value, where=here))
+            errors.extend(_approval_spec(value, here))
             for branch in ("on_reject", "on_approve"):
                 if branch in value:
                     _branch(value[branch], f"{here}.{branch}", errors, workflows)
+    elif kind in EXPRESSION_MAPS and isinstance(value, dict):
+        errors.extend(expressions.check_all(as_expressions(value), where=here))
     else:
         errors.extend(expressions.check_all(value, where=here))
+
+
+def _approval_spec(spec: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """The approvals app's own reading of the spec, so a bad timeout, assignee or schema is a
+    422 when the version is created rather than a failed run later."""
+    from approvals import policies
+    from executions.errors import ValidationFailed
+
+    literal = {k: v for k, v in spec.items() if not expressions.is_expression(v)}
+    literal.setdefault("title", "title")
+    try:
+        policies.fields_from_spec(literal, prefix=where)
+    except ValidationFailed as exc:
+        return list(exc.details or [])
+    return []
+
+
+# Steps whose values are expressions with or without the leading `$` (as in Julep).
+EXPRESSION_MAPS = {"evaluate", "set", "return"}
+
+
+def as_expressions(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: _as_expr(v) for k, v in value.items()}
 
 
 def _branch(value: Any, where: str, errors: list, workflows: set[str]) -> None:
@@ -243,11 +290,28 @@ def _tools(tools: Any, where: str, errors: list) -> None:
     if not isinstance(tools, list):
         errors.append(field_error(where, "must be a list"))
         return
+    known = _tool_names()
     for i, tool in enumerate(tools):
         if isinstance(tool, str):
-            continue
-        if not isinstance(tool, dict) or not (tool.get("name") or tool.get("mcp_tool_id")):
+            name = tool
+        elif isinstance(tool, dict) and (tool.get("name") or tool.get("mcp_tool_id")):
+            # Tools the client declares itself (Julep function/integration definitions,
+            # PromptRails MCP tools) are not in our registry; only bare names must be ours.
+            declared = tool.get("type") or tool.get("function") or tool.get("mcp_tool_id")
+            name = None if declared else tool.get("name")
+        else:
             errors.append(field_error(f"{where}[{i}]", "a tool needs a name"))
+            continue
+        if name and name not in known:
+            errors.append(
+                field_error(f"{where}[{i}]", f"no tool named {name!r} (known: {', '.join(known)})")
+            )
+
+
+def _tool_names() -> list[str]:
+    from executions.engine import tools
+
+    return tools.names()
 
 
 def _limits(config: dict[str, Any]) -> list[dict[str, str]]:

@@ -16,15 +16,14 @@ from django.conf import settings
 
 logger = logging.getLogger("steward.engine")
 
-_started = False
+_current: Any = None  # (worker, task) of the worker running on the current server loop
 
 
 def ensure_started() -> None:
-    """Start the embedded worker once, on the running loop (no-op when disabled)."""
-    global _started
-    if _started or not settings.EMBEDDED_WORKER:
+    """Start the embedded worker on the running loop, once per server (no-op when disabled)."""
+    global _current
+    if _current is not None or not settings.EMBEDDED_WORKER:
         return
-    _started = True
     from asgiref.sync import sync_to_async
 
     from executions.engine import worker
@@ -32,18 +31,39 @@ def ensure_started() -> None:
     loop = asyncio.get_running_loop()
     embedded = worker.Worker(concurrency=settings.WORKER_CONCURRENCY, name="embedded")
     task = loop.create_task(sync_to_async(embedded.run, thread_sensitive=False)())
+    _current = (embedded, task)
     task.add_done_callback(_report)
     logger.info("embedded worker started (concurrency %s)", settings.WORKER_CONCURRENCY)
 
 
+async def stop(timeout: float = 10.0) -> None:
+    """Stop the embedded worker (server shutdown): it hands back what it holds and returns."""
+    global _current
+    if _current is None:
+        return
+    embedded, task = _current
+    embedded.stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        logger.warning("embedded worker did not stop within %ss", timeout)
+    except Exception:  # noqa: BLE001 - reported by _report
+        pass
+    _current = None
+
+
 def _report(task: asyncio.Task) -> None:
+    global _current
+    # The worker ends with its server; the next server in this process starts anew.
+    if _current is not None and _current[1] is task:
+        _current = None
     if not task.cancelled() and task.exception() is not None:
         logger.error("embedded worker stopped", exc_info=task.exception())
 
 
 class EmbeddedWorkerLifespan:
     """ASGI wrapper: starts the embedded worker at lifespan startup (uvicorn) or on the first
-    connection (daphne, which has no lifespan protocol)."""
+    connection (daphne, which has no lifespan protocol), and stops it at lifespan shutdown."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -56,6 +76,7 @@ class EmbeddedWorkerLifespan:
                     ensure_started()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await stop()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         ensure_started()

@@ -138,7 +138,7 @@ def _as_dict(model: Any) -> dict[str, Any]:
 
 
 def _default_name(provider: str) -> str:
-    return {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}.get(provider, "echo")
+    return {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}.get(provider, "echo")
 
 
 def _default_base_url(provider: str) -> str:
@@ -192,7 +192,14 @@ def complete_with_retries(
             return provider.complete(
                 config, messages, tools, on_delta=on_delta, should_stop=should_stop
             )
-        except ProviderError as exc:
+        except StreamStopped:
+            raise
+        except Exception as exc:
+            # A stream closed by the watchdog surfaces as a connection error: it is a stop.
+            if should_stop():
+                raise StreamStopped() from None
+            if not isinstance(exc, ProviderError):
+                raise
             if not exc.transient or attempt >= config.max_retries:
                 raise
             delay = base_delay * (2**attempt)
@@ -204,3 +211,10 @@ def complete_with_retries(
                 if should_stop():
                     raise StreamStopped() from None
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def register_closer(should_stop: ShouldStop, closer: Callable[[], Any]) -> None:
+    """Let the caller's watchdog close this call (e.g. the HTTP stream) from another thread."""
+    register = getattr(should_stop, "register", None)
+    if register is not None:
+        register(closer)

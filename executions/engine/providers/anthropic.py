@@ -6,6 +6,7 @@ The SDK's own retries are off: the engine retries transient errors itself and re
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import anthropic
@@ -17,6 +18,7 @@ from executions.engine.providers import (
     ProviderError,
     ShouldStop,
     StreamStopped,
+    register_closer,
 )
 from executions.engine.providers.openai import parse_arguments
 
@@ -78,12 +80,7 @@ class AnthropicProvider:
         on_delta: OnDelta,
         should_stop: ShouldStop,
     ) -> LLMResult:
-        client = anthropic.Anthropic(
-            base_url=config.base_url or None,
-            api_key=config.api_key or "not-needed",
-            max_retries=0,
-            timeout=config.timeout,
-        )
+        client = _client(config)
         system, wire = to_wire(messages)
         kwargs: dict[str, Any] = {k: v for k, v in config.settings.items() if k != "max_tokens"}
         if "stop" in kwargs:
@@ -117,6 +114,7 @@ class AnthropicProvider:
                 stream=True,
                 **kwargs,
             )
+            register_closer(should_stop, stream.close)
             for event in stream:
                 if should_stop():
                     raise StreamStopped()
@@ -163,7 +161,6 @@ class AnthropicProvider:
         finally:
             if stream is not None:
                 stream.close()
-            client.close()
         tool_calls = [
             {
                 "id": b.get("id") or f"toolu_{i}",
@@ -191,3 +188,24 @@ def _message(exc: anthropic.APIStatusError) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     return str(exc.message)
+
+
+_clients: dict[tuple, anthropic.Anthropic] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(config: ModelConfig) -> anthropic.Anthropic:
+    """One SDK client (and connection pool) per endpoint, shared by threads: creating one per
+    call costs more than a short model reply. SDK retries are off; the engine retries."""
+    key = (config.base_url, config.api_key, config.timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = anthropic.Anthropic(
+                base_url=config.base_url or None,
+                api_key=config.api_key or "not-needed",
+                max_retries=0,
+                timeout=config.timeout,
+            )
+            _clients[key] = client
+    return client

@@ -7,6 +7,7 @@ each retry is recorded in the execution's history.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import openai
@@ -18,6 +19,7 @@ from executions.engine.providers import (
     ProviderError,
     ShouldStop,
     StreamStopped,
+    register_closer,
 )
 
 
@@ -97,12 +99,7 @@ class OpenAIProvider:
         on_delta: OnDelta,
         should_stop: ShouldStop,
     ) -> LLMResult:
-        client = openai.OpenAI(
-            base_url=config.base_url or None,
-            api_key=config.api_key or "not-needed",
-            max_retries=0,
-            timeout=config.timeout,
-        )
+        client = _client(config)
         kwargs: dict[str, Any] = dict(config.settings)
         if tools:
             kwargs["tools"] = to_wire_tools(tools)
@@ -121,6 +118,7 @@ class OpenAIProvider:
                 stream_options={"include_usage": True},
                 **kwargs,
             )
+            register_closer(should_stop, stream.close)
             for chunk in stream:
                 if should_stop():
                     raise StreamStopped()
@@ -165,7 +163,6 @@ class OpenAIProvider:
         finally:
             if stream is not None:
                 stream.close()  # closes the HTTP response: a cancel ends the request
-            client.close()
         tool_calls = [
             {
                 "id": slot["id"] or f"call_{index}",
@@ -191,3 +188,24 @@ def _message(exc: openai.APIStatusError) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     return str(exc.message)
+
+
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(config: ModelConfig) -> openai.OpenAI:
+    """One SDK client (and connection pool) per endpoint, shared by threads: creating one per
+    call costs more than a short model reply. SDK retries are off; the engine retries."""
+    key = (config.base_url, config.api_key, config.timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = openai.OpenAI(
+                base_url=config.base_url or None,
+                api_key=config.api_key or "not-needed",
+                max_retries=0,
+                timeout=config.timeout,
+            )
+            _clients[key] = client
+    return client

@@ -92,12 +92,17 @@ def resolve(entries: Any, *, approval_policy: Any = None) -> dict[str, Tool]:
             name, overrides = entry, {}
         elif isinstance(entry, dict):
             function = entry.get("function") if isinstance(entry.get("function"), dict) else {}
-            name = entry.get("name") or function.get("name")
+            ref = entry.get("ref") if isinstance(entry.get("ref"), dict) else {}
+            name = entry.get("name") or function.get("name") or ref.get("name")
             overrides = entry
         else:
             continue
         base = REGISTRY.get(name)
         if base is None:
+            if isinstance(entry, dict) and (
+                entry.get("type") or function or entry.get("mcp_tool_id")
+            ):
+                continue  # declared by the client, not runnable here; the model is not offered it
             raise KeyError(name)
         changes: dict[str, Any] = {}
         if "requires_approval" in overrides:

@@ -109,6 +109,13 @@ def serve(host: str, port: int) -> None:
         # Called before the reactor's loop runs; start the worker on that loop once it does.
         reactor._asyncioEventloop.call_soon(embedded.ensure_started)
 
+    def stopping() -> None:
+        # Ctrl-C: let the worker hand back what it holds so the process can exit promptly.
+        if embedded._current is not None:
+            embedded._current[0].stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+
     Server(
         application=application,
         endpoints=build_endpoint_description_strings(host=host, port=port),

@@ -1,0 +1,271 @@
+"""Engine benchmark: prints one JSON line.
+
+    .venv/bin/python bench/engine.py [--workers W] [--concurrency C] [--executions N]
+
+Runs against PostgreSQL + Redis in the production process layout (separate `manage.py worker`
+processes) on a scratch database (`steward_bench`, recreated each run):
+
+1. throughput: N trivial 3-step workflows (every step recorded) are queued, then W workers ×
+   C threads start; executions/s from the workers' start until the last one completed, and the
+   per-step overhead (median time a recorded step takes, end to end).
+2. idle latency: with the workers idle, executions are started one by one; p50/p95 of
+   completed_at − created_at (a worker must not sit out a polling interval).
+3. slow model: one worker process with a high concurrency runs prompt steps against a local
+   model server that takes 1 s per reply; the most executions it keeps in flight at once and
+   its memory per execution in flight (RSS growth over the idle worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+THREE_STEPS = {
+    "main": [
+        {"evaluate": {"a": "$ inputs['n'] + 1"}},
+        {"evaluate": {"b": "$ _['a'] * 2"}},
+        {"return": {"n": "$ _['b']"}},
+    ]
+}
+
+
+def scratch_database(base_url: str, name: str) -> str:
+    import psycopg
+
+    url = urlparse(base_url)
+    admin = urlunparse(url._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(url._replace(path=f"/{name}"))
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_workers(env: dict, count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen]:
+    procs = []
+    for i in range(count):
+        log = (log_dir / f"worker-{i}.log").open("w")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "worker",
+                    "--concurrency",
+                    str(concurrency),
+                    "--name",
+                    f"bench{i}",
+                    "--queues",
+                    "executions",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    for i, _ in enumerate(procs):
+        log = log_dir / f"worker-{i}.log"
+        while "started" not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"worker {i} did not start: {log.read_text()}")
+            time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--executions", type=int, default=2000)
+    parser.add_argument("--latency-samples", type=int, default=40)
+    parser.add_argument("--slow-executions", type=int, default=150)
+    parser.add_argument("--slow-concurrency", type=int, default=100)
+    args = parser.parse_args()
+
+    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/steward"
+    database_url = scratch_database(base, "steward_bench")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "EMBEDDED_WORKER": "false",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "false",  # DEBUG keeps every query in memory: not a production layout
+        "ALLOWED_HOSTS": "*",
+        "PYTHONPATH": str(ROOT),
+    }
+    os.environ.update(env)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+
+    import django
+
+    django.setup()
+    from django.db.models import F
+
+    from executions import services
+    from executions.models import Execution, Transition
+    from tests.executions.llm_servers import OpenAIServer
+
+    log_dir = Path("/tmp/steward-bench")
+    log_dir.mkdir(exist_ok=True)
+    workspace, _ = services.workspace_get_or_create(slug="bench")
+    agent = services.agent_create(workspace=workspace, name="three-steps", type="workflow")
+    services.agent_version_create(agent=agent, config=THREE_STEPS)
+    agent.refresh_from_db()
+
+    # 1. throughput -------------------------------------------------------------------------
+    for n in range(args.executions):
+        services.execution_start(workspace=workspace, agent=agent, input={"n": n})
+    procs = start_workers(env, args.workers, args.concurrency, log_dir)
+    wait_ready(procs, log_dir)
+    began = time.monotonic()
+    while Execution.objects.filter(agent=agent, status="completed").count() < args.executions:
+        if time.monotonic() - began > 600:
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - began
+    done = Execution.objects.filter(agent=agent, status="completed").count()
+    steps = Transition.objects.filter(execution__agent=agent, type="step")
+    step_ms = [
+        (t.ended_at - t.started_at).total_seconds() * 1000 for t in steps.order_by("?")[:2000]
+    ]
+    runs_ms = [
+        d.total_seconds() * 1000
+        for d in Execution.objects.filter(agent=agent, status="completed")
+        .annotate(run=F("completed_at") - F("started_at"))
+        .values_list("run", flat=True)[:2000]
+    ]
+
+    # 2. idle latency -------------------------------------------------------------------------
+    time.sleep(1.0)
+    latencies = []
+    for n in range(args.latency_samples):
+        execution, _ = services.execution_start(workspace=workspace, agent=agent, input={"n": n})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = (
+                Execution.objects.filter(pk=execution.pk)
+                .values("status", "completed_at", "created_at")
+                .first()
+            )
+            if row["status"] == "completed":
+                latencies.append((row["completed_at"] - row["created_at"]).total_seconds() * 1000)
+                break
+            time.sleep(0.002)
+        time.sleep(0.1)  # let the workers go idle again
+    stop(procs)
+
+    # 3. slow model: executions kept in flight by one worker process ---------------------------
+    with OpenAIServer([{"content": "ok", "delay": 1.0}]) as server:
+        slow = services.agent_create(workspace=workspace, name="slow-model", type="workflow")
+        services.agent_version_create(
+            agent=slow,
+            config={
+                "model": {"provider": "openai", "name": "bench-slow", "base_url": server.base_url},
+                "main": [{"prompt": "hello", "unwrap": True}],
+            },
+        )
+        slow.refresh_from_db()
+        [proc] = start_workers(env, 1, args.slow_concurrency, log_dir)
+        wait_ready([proc], log_dir)
+        time.sleep(1.0)
+        idle_rss = rss_kb(proc.pid)
+        for n in range(args.slow_executions):
+            services.execution_start(workspace=workspace, agent=slow, input={"n": n})
+        peak_inflight, peak_rss = 0, idle_rss
+        began = time.monotonic()
+        while time.monotonic() - began < 120:
+            inflight = (
+                Execution.objects.filter(agent=slow, status="running")
+                .exclude(lease_owner="")
+                .count()
+            )
+            if inflight >= peak_inflight:
+                peak_inflight = inflight
+                peak_rss = max(peak_rss, rss_kb(proc.pid))
+            if (
+                Execution.objects.filter(agent=slow, status__in=["completed", "failed"]).count()
+                >= args.slow_executions
+            ):
+                break
+            time.sleep(0.05)
+        slow_done = Execution.objects.filter(agent=slow, status="completed").count()
+        stop([proc])
+
+    def pct(values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    print(
+        json.dumps(
+            {
+                "bench": "engine",
+                "workers": args.workers,
+                "concurrency": args.concurrency,
+                "executions": args.executions,
+                "completed": done,
+                "seconds": round(elapsed, 2),
+                "executions_per_sec": round(done / elapsed, 1) if elapsed else None,
+                "step_overhead_ms_p50": pct(step_ms, 0.5),
+                "run_ms_p50": pct(runs_ms, 0.5),
+                "per_step_overhead_ms": round(statistics.median(runs_ms) / 3, 2)
+                if runs_ms
+                else None,
+                "idle_latency_ms_p50": pct(latencies, 0.5),
+                "idle_latency_ms_p95": pct(latencies, 0.95),
+                "slow_model_executions": args.slow_executions,
+                "slow_model_completed": slow_done,
+                "slow_model_concurrency": args.slow_concurrency,
+                "max_in_flight_one_process": peak_inflight,
+                "worker_rss_idle_mb": round(idle_rss / 1024, 1),
+                "worker_rss_peak_mb": round(peak_rss / 1024, 1),
+                "memory_per_in_flight_kb": round((peak_rss - idle_rss) / peak_inflight, 1)
+                if peak_inflight
+                else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

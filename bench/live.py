@@ -1,0 +1,675 @@
+"""Live-updates benchmark: K logged-in websocket clients on a workspace's executions page.
+
+    .venv/bin/python bench/live.py --clients 100,1000 [--rate 2] [--seconds 15] [--approvals 10]
+
+By default it starts the production layout itself on 127.0.0.1 (PostgreSQL + Redis, uvicorn with
+2 worker processes, EMBEDDED_WORKER=false, one `manage.py worker` process), creates a fresh
+workspace and user, logs in through /login/ like a browser, and opens K websockets on
+`/ws/live/?page=executions&ws=<workspace>&insert=1&since=…` with the session cookie and a
+same-origin Origin header — what the list page's htmx ws extension opens.
+
+Per K, while the K clients stay connected:
+
+1. approve → running (first, on an otherwise idle server): workflow executions parked on an
+   `approval` step by the worker are approved one at a time through the dashboard's own POST
+   (/approvals/<id>/decide/, session + CSRF, as the Approve button sends it). Latency = click
+   until the row fragment showing the execution running again reached the clients (each
+   delivery, the first and the last client); also the HTTP reply time and the time until the
+   worker recorded its first step after the approval.
+2. commit → fragment: a separate process (this script with --driver) commits at a steady rate,
+   alternating a new execution of an `external` agent (the list inserts a row on top) and a
+   pre-created pending execution moved to running through lifecycle.transition() (the row
+   changes in place). Each commit concerns a different execution, so every commit maps to
+   exactly one (execution, status) row fragment. Latency = wall-clock time a client read the
+   fragment minus the time the driver's COMMIT returned. Prints p50/p95/p99 over every
+   (commit, client) delivery, the same per commit until the LAST client had it, received /
+   expected, and the client process's event-loop lag (high lag: the client is the bottleneck).
+
+Prints one JSON line per measurement. Everything is bounded in count and time (late fragments
+are waited for at most --drain seconds, approvals for --approval-timeout each and
+--approval-budget in all); only 127.0.0.1 is ever targeted. Server, worker and driver logs, the
+commits and what was missed go to /tmp/steward-bench-live/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlencode, urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+LOG_DIR = Path("/tmp/steward-bench-live")
+HOST = "127.0.0.1"
+
+MAX_CLIENTS = 5000
+MAX_RATE = 200.0
+MAX_SECONDS = 120.0
+MAX_APPROVALS = 200
+
+# A row of executions/list.html#row, whether swapped in place or inserted on top.
+ROW = re.compile(r'<tr id="exec-([0-9a-f-]{36})" data-status="([a-z_]+)"')
+
+# Parks on an approval; once approved the worker records `evaluate` at once (its pickup time),
+# then sleeps so the execution is still `running` when the dashboard re-reads it.
+APPROVAL_WORKFLOW = {
+    "main": [
+        {"approval": {"title": "Bench: continue?", "payload": {"n": "$ inputs['n']"}}},
+        {"evaluate": {"picked_up": "$ True"}},
+        {"sleep": {"seconds": 2}},
+        {"return": {"ok": "$ True"}},
+    ]
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+_T0 = time.monotonic()
+
+
+def progress(text: str) -> None:
+    """Progress on stderr, so stdout carries only the JSON lines."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))], 1)
+
+
+def summary(prefix: str, values: list[float]) -> dict:
+    return {
+        f"{prefix}p50_ms": pct(values, 0.50),
+        f"{prefix}p95_ms": pct(values, 0.95),
+        f"{prefix}p99_ms": pct(values, 0.99),
+    }
+
+
+def raise_open_files(needed: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(hard, needed)) if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if want != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < needed:
+        raise SystemExit(f"open-files limit {want} is below the {needed} this run needs")
+    return want
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def bench_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/steward_bench")
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+    # Our own channel-layer prefix: other runs sharing this Redis database do not cross-talk.
+    env.setdefault("CHANNEL_PREFIX", f"stewardlive{os.getpid()}")
+    env.update(
+        {
+            "EMBEDDED_WORKER": "false",
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    for key in ("DATABASE_URL", "REDIS_URL"):
+        if urlparse(env[key]).hostname not in {HOST, "localhost"}:
+            raise SystemExit(f"{key} must point at this machine (127.0.0.1)")
+    return env
+
+
+def spawn(args: list[str], env: dict, log_name: str, **kw) -> subprocess.Popen:
+    log = (LOG_DIR / log_name).open("w")
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kw
+    )
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group we created for it
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 40) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited; see {LOG_DIR / 'server.log'}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server did not answer {url}")
+
+
+def wait_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in (path.read_text() if path.exists() else ""):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"{path.name}: no {needle!r} in time:\n{path.read_text()[-2000:]}")
+
+
+# --- setup (ORM, in this process, before any client connects) ----------------------------------
+
+
+class Fixture:
+    """A fresh workspace, a logged-in admin, an external agent and an approval workflow."""
+
+    def __init__(self, tag: str) -> None:
+        from executions import services
+        from executions.models import Role
+
+        self.services = services
+        self.workspace, _ = services.workspace_get_or_create(slug=tag, name=f"Bench {tag}")
+        self.username, self.password = tag, f"pw-{tag}-{os.getpid()}"
+        user = services.user_create(username=self.username, password=self.password)
+        services.membership_set(workspace=self.workspace, user=user, role=Role.ADMIN)
+        self.external = services.agent_create(
+            workspace=self.workspace, name="live-external", type="external"
+        )
+        self.workflow = services.agent_create(
+            workspace=self.workspace, name="live-approval", type="workflow"
+        )
+        services.agent_version_create(
+            agent=self.workflow, config=APPROVAL_WORKFLOW, set_current=True
+        )
+        self.workflow.refresh_from_db()
+
+    def pending_executions(self, count: int) -> list[str]:
+        """Executions the driver will move pending → running (one move each)."""
+        return [
+            str(
+                self.services.execution_start(
+                    workspace=self.workspace, agent=self.external, input={"n": n}
+                )[0].pk
+            )
+            for n in range(count)
+        ]
+
+    def parked_approvals(self, count: int, timeout: float = 60) -> list[tuple[str, str]]:
+        """(approval id, execution id) of workflow executions the worker parked on approval."""
+        from approvals.models import Approval
+
+        ids = [
+            self.services.execution_start(
+                workspace=self.workspace, agent=self.workflow, input={"n": n}
+            )[0].pk
+            for n in range(count)
+        ]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = list(
+                Approval.objects.filter(execution_id__in=ids, status="pending").values_list(
+                    "pk", "execution_id"
+                )
+            )
+            if len(found) == count:
+                return [(str(a), str(e)) for a, e in found]
+            time.sleep(0.1)
+        raise SystemExit(f"only {len(found)}/{count} executions parked on approval in time")
+
+    @staticmethod
+    def worker_pickups(clicks: dict[str, float]) -> list[float]:
+        """ms from each click until the worker recorded the first step after the approval."""
+        from executions.models import Transition
+
+        out = []
+        for execution_id, clicked in clicks.items():
+            approved = (
+                Transition.objects.filter(execution_id=execution_id, type="approved")
+                .order_by("seq")
+                .first()
+            )
+            if approved is None:
+                continue
+            after = (
+                Transition.objects.filter(execution_id=execution_id, seq__gt=approved.seq)
+                .order_by("seq")
+                .first()
+            )
+            if after is not None:
+                out.append((after.created_at.timestamp() - clicked) * 1000)
+        return out
+
+
+def login(base: str, username: str, password: str) -> tuple[str, str]:
+    """Log in through the login form like a browser: returns (sessionid, csrftoken)."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as client:
+        client.get("/login/").raise_for_status()
+        csrf = client.cookies["csrftoken"]
+        reply = client.post(
+            "/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": csrf},
+            headers={"Origin": base, "Referer": f"{base}/login/"},
+        )
+        if reply.status_code != 302 or "sessionid" not in client.cookies:
+            raise SystemExit(f"login failed: {reply.status_code} {reply.text[:300]}")
+        return client.cookies["sessionid"], client.cookies["csrftoken"]
+
+
+# --- the K clients -------------------------------------------------------------------------------
+
+
+class Clients:
+    """K websockets on the executions page; records when each client first saw each row state."""
+
+    def __init__(self, url: str, origin: str, cookie: str, count: int) -> None:
+        self.url, self.origin, self.cookie, self.count = url, origin, cookie, count
+        # (execution id, status) -> {client index: receive time}
+        self.seen: dict[tuple[str, str], dict[int, float]] = {}
+        self.sockets: list = []
+        self.tasks: list[asyncio.Task] = []
+        self.closed_early = 0
+        self.lag: list[float] = []
+        self._lag_task: asyncio.Task | None = None
+
+    async def open(self, parallel: int = 50) -> float:
+        from websockets.asyncio.client import connect
+
+        began = time.monotonic()
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(index: int) -> None:
+            async with gate:
+                ws = await asyncio.wait_for(
+                    connect(
+                        self.url,
+                        origin=self.origin,
+                        additional_headers={"Cookie": self.cookie},
+                        open_timeout=30,
+                        max_size=2**22,
+                    ),
+                    timeout=40,
+                )
+            self.sockets.append(ws)
+            self.tasks.append(asyncio.create_task(self._read(index, ws)))
+
+        await asyncio.gather(*(one(i) for i in range(self.count)))
+        self._lag_task = asyncio.create_task(self._watch_lag())
+        return time.monotonic() - began
+
+    async def _read(self, index: int, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for message in ws:
+                now = time.time()
+                if isinstance(message, bytes):
+                    message = message.decode()
+                for match in ROW.finditer(message):
+                    self.seen.setdefault((match[1], match[2]), {}).setdefault(index, now)
+        except ConnectionClosed:
+            pass
+        self.closed_early += 1
+
+    async def _watch_lag(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.lag.append((time.monotonic() - before - 0.01) * 1000)
+
+    def receipts(self, key: tuple[str, str]) -> dict[int, float]:
+        return self.seen.get(key, {})
+
+    async def close(self) -> None:
+        if self._lag_task:
+            self._lag_task.cancel()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+# --- the measurements ---------------------------------------------------------------------------
+
+
+async def measure_commits(clients: Clients, env: dict, args, fixture_ids: dict) -> dict:
+    ids_file = LOG_DIR / f"pending-{clients.count}.json"
+    ids_file.write_text(json.dumps(fixture_ids["pending"]))
+    lag_from = len(clients.lag)
+    driver = await asyncio.create_subprocess_exec(
+        PYTHON, str(Path(__file__).resolve()), "--driver",
+        "--workspace", fixture_ids["workspace"], "--agent", fixture_ids["external"],
+        "--ids-file", str(ids_file), "--rate", str(args.rate), "--seconds", str(args.seconds),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=(LOG_DIR / "driver.log").open("a"),
+    )  # fmt: skip
+    commits: list[dict] = []
+    try:
+        async with asyncio.timeout(args.seconds + 60):
+            async for line in driver.stdout:
+                if line.startswith(b"{"):
+                    commits.append(json.loads(line))
+            await driver.wait()
+    except TimeoutError:
+        driver.kill()
+        await driver.wait()
+    if driver.returncode:
+        raise SystemExit(f"driver failed ({driver.returncode}); see {LOG_DIR / 'driver.log'}")
+
+    def missing() -> int:
+        return sum(clients.count - len(clients.receipts((c["id"], c["status"]))) for c in commits)
+
+    drain_until = time.monotonic() + args.drain
+    while missing() and time.monotonic() < drain_until:
+        await asyncio.sleep(0.1)
+
+    every: list[float] = []
+    last: list[float] = []
+    kinds: dict[str, list[float]] = {"insert": [], "update": []}
+    short = [c for c in commits if len(clients.receipts((c["id"], c["status"]))) < clients.count]
+    (LOG_DIR / f"commits-{clients.count}.json").write_text(json.dumps(commits))
+    if short:
+        # What the clients saw of the executions they missed: for diagnosing, not for scoring.
+        report = [
+            {**c, "got": len(clients.receipts((c["id"], c["status"]))),
+             "seen": {k[1]: len(v) for k, v in clients.seen.items() if k[0] == c["id"]}}
+            for c in short
+        ]  # fmt: skip
+        (LOG_DIR / f"missed-{clients.count}.json").write_text(json.dumps(report, indent=1))
+    for c in commits:
+        got = clients.receipts((c["id"], c["status"]))
+        lat = [(t - c["t"]) * 1000 for t in got.values()]
+        every.extend(lat)
+        kinds[c["kind"]].extend(lat)
+        if len(got) == clients.count:
+            last.append(max(lat))
+    elapsed = (commits[-1]["t"] - commits[0]["t"]) if len(commits) > 1 else 0.0
+    lag = clients.lag[lag_from:]
+    return {
+        "bench": "live",
+        "op": "commit_to_fragment",
+        "clients": clients.count,
+        "commits": len(commits),
+        "commits_per_s": round((len(commits) - 1) / elapsed, 1) if elapsed else None,
+        "expected": len(commits) * clients.count,
+        "received": len(every),
+        **summary("", every),
+        "max_ms": round(max(every), 1) if every else None,
+        **summary("last_client_", last),
+        "insert_p95_ms": pct(kinds["insert"], 0.95),
+        "update_p95_ms": pct(kinds["update"], 0.95),
+        "client_loop_lag_p99_ms": pct(lag, 0.99),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+async def measure_approvals(
+    clients: Clients, base: str, session: str, csrf: str, approvals: list[tuple[str, str]], args
+) -> tuple[dict, dict[str, float]]:
+    import httpx
+
+    every: list[float] = []
+    last: list[float] = []
+    first: list[float] = []
+    http_ms: list[float] = []
+    clicks: dict[str, float] = {}
+    failures = 0
+    headers = {"X-CSRFToken": csrf, "HX-Request": "true", "Origin": base}
+    cookies = {"sessionid": session, "csrftoken": csrf}
+    budget_ends = time.monotonic() + args.approval_budget
+    async with httpx.AsyncClient(base_url=base, cookies=cookies, timeout=30) as http:
+        for approval_id, execution_id in approvals:
+            if time.monotonic() > budget_ends:
+                break  # a saturated server: what was measured so far tells the story
+            headers["Referer"] = f"{base}/approvals/{approval_id}/"
+            clicked = time.time()
+            reply = await http.post(
+                f"/approvals/{approval_id}/decide/", data={"decision": "approve"}, headers=headers
+            )
+            http_ms.append((time.time() - clicked) * 1000)
+            if reply.status_code >= 400:
+                failures += 1
+                continue
+            clicks[execution_id] = clicked
+            deadline = time.monotonic() + args.approval_timeout
+
+            def arrived(execution_id: str = execution_id) -> dict[int, float]:
+                # Running again; a slow render may already show the run completed.
+                got = dict(clients.receipts((execution_id, "completed")))
+                got.update(clients.receipts((execution_id, "running")))
+                return got
+
+            while len(arrived()) < clients.count and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            got = arrived()
+            lat = [(t - clicked) * 1000 for t in got.values()]
+            every.extend(lat)
+            if lat:
+                first.append(min(lat))
+            if len(got) == clients.count:
+                last.append(max(lat))
+            await asyncio.sleep(args.approval_gap)
+    result = {
+        "bench": "live",
+        "op": "approve_to_running",
+        "clients": clients.count,
+        "approvals": len(http_ms),
+        "failed_posts": failures,
+        "expected": len(clicks) * clients.count,
+        "received": len(every),
+        **summary("", every),
+        **summary("last_client_", last),
+        "first_client_p50_ms": pct(first, 0.50),
+        "first_client_p95_ms": pct(first, 0.95),
+        "http_p50_ms": pct(http_ms, 0.50),
+        "http_p95_ms": pct(http_ms, 0.95),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+    return result, clicks
+
+
+async def run_phase(
+    count: int, base: str, session: str, csrf: str, env: dict, args, ids: dict
+) -> tuple[list[dict], dict[str, float]]:
+    query = urlencode(
+        {
+            "ws": ids["workspace"],
+            "page": "executions",
+            "since": ids["since"],
+            "insert": "1",
+        }
+    )
+    url = f"ws://{HOST}:{args.port}/ws/live/?{query}"
+    clients = Clients(url, base, f"sessionid={session}", count)
+    try:
+        connect_s = await clients.open()
+        progress(f"{count} websockets open in {connect_s:.1f}s")
+        await asyncio.sleep(1.0)  # let every consumer finish joining its groups
+        if clients.closed_early:
+            raise SystemExit(f"{clients.closed_early} websockets were closed by the server")
+        # Approvals first, one at a time, on an otherwise idle server; then the commit stream.
+        approvals, clicks = await measure_approvals(
+            clients, base, session, csrf, ids["approvals"], args
+        )
+        progress(f"{approvals['approvals']} approvals measured")
+        await asyncio.sleep(3.0)  # let the last approval's fan-out finish
+        commits = await measure_commits(clients, env, args, ids)
+        commits["connect_s"] = round(connect_s, 2)
+        progress(f"{commits['commits']} commits measured")
+        commits["closed_by_server"] = approvals["closed_by_server"] = clients.closed_early
+        return [commits, approvals], clicks
+    finally:
+        await clients.close()
+
+
+# --- the driver (a separate process: the commits) ------------------------------------------------
+
+
+def driver(args) -> None:
+    import django
+
+    django.setup()
+    from django.db import transaction
+
+    from executions import lifecycle, services
+    from executions.models import Agent, Execution, Workspace
+
+    workspace = Workspace.objects.get(pk=args.workspace)
+    agent = Agent.objects.get(pk=args.agent)
+    pending = json.loads(Path(args.ids_file).read_text())
+    total = min(int(args.rate * args.seconds), 2 * len(pending))
+    began = time.monotonic()
+    for i in range(total):
+        wait = began + i / args.rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        stamp: list[float] = []
+        with transaction.atomic():
+            # Registered first, so it runs right after COMMIT and before the publish hook.
+            transaction.on_commit(lambda stamp=stamp: stamp.append(time.time()))
+            if i % 2 == 0:
+                execution, _ = services.execution_start(
+                    workspace=workspace, agent=agent, input={"tick": i}
+                )
+                kind, status = "insert", "pending"
+            else:
+                execution = Execution.objects.get(pk=pending[i // 2])
+                lifecycle.transition(execution, "running", type="start")
+                kind, status = "update", "running"
+        line = {"id": str(execution.pk), "status": status, "kind": kind, "t": stamp[0]}
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+    # events.send hands messages to a daemon publisher thread: give it time to send the last
+    # ones before this process exits (else the last commits never reach the clients).
+    time.sleep(1.0)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", default="100,1000", help="comma-separated K values")
+    parser.add_argument("--rate", type=float, default=2.0, help="commits per second")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of commits per K")
+    parser.add_argument("--approvals", type=int, default=10, help="approvals clicked per K")
+    parser.add_argument("--approval-gap", type=float, default=0.3, help="seconds between clicks")
+    parser.add_argument(
+        "--approval-timeout", type=float, default=5.0, help="max wait per approval's fragments"
+    )
+    parser.add_argument(
+        "--approval-budget", type=float, default=25.0, help="max seconds of approval clicks"
+    )
+    parser.add_argument("--drain", type=float, default=10.0, help="max wait for late fragments")
+    parser.add_argument("--port", type=int, default=8098)
+    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workspace", help=argparse.SUPPRESS)
+    parser.add_argument("--agent", help=argparse.SUPPRESS)
+    parser.add_argument("--ids-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    args.rate = max(0.1, min(args.rate, MAX_RATE))
+    args.seconds = max(1.0, min(args.seconds, MAX_SECONDS))
+    if args.driver:
+        return driver(args)
+    counts = [max(1, min(int(k), MAX_CLIENTS)) for k in args.clients.split(",") if k.strip()]
+    args.approvals = max(1, min(args.approvals, MAX_APPROVALS))
+    args.approval_timeout = max(0.5, min(args.approval_timeout, 30.0))
+    args.drain = max(0.0, min(args.drain, 60.0))
+    args.approval_budget = max(1.0, min(args.approval_budget, 120.0))
+    raise_open_files(max(counts) + 1024)
+    LOG_DIR.mkdir(exist_ok=True)
+
+    env = bench_env()
+    os.environ.update(env)
+    ensure_database(env["DATABASE_URL"])
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    progress("database migrated")
+    import django
+
+    django.setup()
+    from django.utils import timezone
+
+    server = worker = None
+    try:
+        base = f"http://{HOST}:{args.port}"
+        server = spawn(
+            [str(ROOT / ".venv" / "bin" / "uvicorn"), "config.asgi:application",
+             "--host", HOST, "--port", str(args.port), "--workers", "2",
+             "--log-level", "warning", "--no-access-log"],
+            env, "server.log",
+        )  # fmt: skip
+        worker = spawn(
+            [PYTHON, "manage.py", "worker", "--concurrency", "8", "--name", "bench-live"],
+            env,
+            "worker.log",
+        )
+        wait_http(f"{base}/healthz", server)
+        wait_log(LOG_DIR / "worker.log", "started", worker)
+        progress("server (2 uvicorn workers) and worker up")
+
+        fixture = Fixture(f"bench-live-{int(time.time())}")
+        per_count = max(1, int(args.rate * args.seconds + 1) // 2 + 1)
+        plans = []
+        for _ in counts:
+            plans.append(
+                {
+                    "workspace": str(fixture.workspace.pk),
+                    "external": str(fixture.external.pk),
+                    "pending": fixture.pending_executions(per_count),
+                    "approvals": fixture.parked_approvals(args.approvals),
+                }
+            )
+        progress(f"fixtures ready: {per_count} pending and {args.approvals} parked per K")
+        session, csrf = login(base, fixture.username, fixture.password)
+        for count, plan in zip(counts, plans, strict=True):
+            plan["since"] = timezone.now().isoformat()
+            lines, clicks = asyncio.run(run_phase(count, base, session, csrf, env, args, plan))
+            pickups = fixture.worker_pickups(clicks)
+            lines[1]["worker_pickup_p50_ms"] = pct(pickups, 0.50)
+            lines[1]["worker_pickup_p95_ms"] = pct(pickups, 0.95)
+            for line in lines:
+                line.update({"rate_per_s": args.rate, "seconds": args.seconds})
+                print(json.dumps(line), flush=True)
+            time.sleep(3)  # the approved runs finish their sleep before the next K
+    finally:
+        stop(worker)
+        stop(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

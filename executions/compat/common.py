@@ -1,0 +1,201 @@
+"""What the compat faces share: key auth, error translation, and small SSE/paging helpers.
+
+Each face (Julep, Moderately, Discuro) renders errors in its platform's own body; the errors
+themselves come from the same services and selectors the native API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from config.api import ApiKeyAuth
+from executions.errors import StewardError, ValidationFailed, field_error
+from executions.lifecycle import IllegalTransition
+
+# Heartbeat comments keep proxies and SDK read timeouts (Julep: 120 s) from closing a quiet stream.
+HEARTBEAT_SECONDS = 15.0
+# A stream is closed after this long even if the execution has not finished; clients reconnect.
+STREAM_MAX_SECONDS = 600.0
+
+
+@dataclass
+class Problem:
+    """One error, before a face renders it in its platform's shape."""
+
+    status: int
+    message: str
+    code: str
+    details: Any = None
+    # Validation problems keep their per-field list: [{"field", "message"}].
+    fields: list[dict[str, Any]] | None = None
+
+
+Renderer = Callable[[HttpRequest, Problem], HttpResponse]
+
+
+def authenticate(request: HttpRequest) -> str | None:
+    """Authenticate an API key the native way (X-API-Key or Authorization: Bearer).
+
+    Sets request.workspace / role / actor and returns None, or returns the problem message.
+    """
+    key = ApiKeyAuth()(request)
+    if key is None:
+        return getattr(request, "auth_problem", None) or "missing or invalid API key"
+    return None
+
+
+def install_error_handlers(api: NinjaAPI, render: Renderer) -> None:
+    """Route every error a face can raise through the face's own renderer."""
+
+    def on_domain(request: HttpRequest, exc: StewardError) -> HttpResponse:
+        details = exc.details if isinstance(exc, ValidationFailed) else None
+        fields = [f for f in details if isinstance(f, dict)] if isinstance(details, list) else None
+        return render(request, Problem(exc.status, exc.message, exc.code, exc.details, fields))
+
+    def on_illegal(request: HttpRequest, exc: IllegalTransition) -> HttpResponse:
+        return render(
+            request,
+            Problem(409, str(exc), "invalid_status", {"status": exc.current, "requested": exc.to}),
+        )
+
+    def on_auth(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        message = getattr(request, "auth_problem", None) or "missing or invalid API key"
+        return render(request, Problem(401, message, "unauthorized"))
+
+    def on_validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+        fields = []
+        malformed = False
+        for error in exc.errors:
+            loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "payload", "query")]
+            if error.get("type") in {"json_invalid", "model_attributes_type"} and not loc:
+                malformed = True
+            fields.append(field_error(".".join(loc) or "body", error.get("msg", "invalid")))
+        if malformed:
+            return render(
+                request, Problem(400, "request body is not a valid JSON object", "malformed_json")
+            )
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return render(
+            request,
+            Problem(422, f"invalid request: {summary}", "validation_error", fields, fields),
+        )
+
+    def on_http(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        if exc.status_code == 400 and "parse request body" in str(exc):
+            return render(
+                request, Problem(400, f"request body is not valid JSON: {exc}", "malformed_json")
+            )
+        return render(request, Problem(exc.status_code, str(exc), "http_error"))
+
+    def on_bad_json(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return render(
+            request, Problem(400, f"request body is not valid JSON: {exc}", "malformed_json")
+        )
+
+    def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+        from django.conf import settings
+
+        return render(
+            request,
+            Problem(
+                413,
+                f"request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes",
+                "payload_too_large",
+            ),
+        )
+
+    api.add_exception_handler(StewardError, on_domain)
+    api.add_exception_handler(IllegalTransition, on_illegal)
+    api.add_exception_handler(AuthenticationError, on_auth)
+    api.add_exception_handler(ValidationError, on_validation)
+    api.add_exception_handler(HttpError, on_http)
+    api.add_exception_handler(json.JSONDecodeError, on_bad_json)
+    api.add_exception_handler(RequestDataTooBig, on_too_big)
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request body as a JSON object; empty means {} (cancel calls send no body)."""
+    if not request.body or not request.body.strip():
+        return {}
+    value = json.loads(request.body)
+    if not isinstance(value, dict):
+        raise ValidationFailed(
+            "request body must be a JSON object",
+            details=[field_error("body", "must be a JSON object")],
+        )
+    return value
+
+
+def int_param(params: Any, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValidationFailed(
+            f"{name} must be an integer", details=[field_error(name, "must be an integer")]
+        ) from None
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(
+            f"{name} must be between {minimum} and {maximum}",
+            details=[field_error(name, f"must be between {minimum} and {maximum}")],
+        )
+    return value
+
+
+def sse_frame(data: Any, *, event: str | None = None) -> str:
+    """One SSE frame: LF line endings, the JSON on a single data line, a blank line after."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+
+
+def sse_response(frames: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def poll(
+    read: Callable[[], Awaitable[Any]],
+    *,
+    render: Callable[[Any], Awaitable[tuple[list[str], bool]]],
+    max_seconds: float = STREAM_MAX_SECONDS,
+) -> AsyncIterator[str]:
+    """Poll the database and yield what `render` makes of each read, until it says done.
+
+    The reads run through sync_to_async (the caller's `read`), and the wait between them is an
+    asyncio.sleep, so an open stream never holds a thread. The interval starts short (a fast
+    run streams promptly) and backs off to half a second while nothing changes.
+    """
+    started = last_beat = time.monotonic()
+    delay = 0.05
+    while True:
+        snapshot = await read()
+        frames, done = await render(snapshot)
+        for frame in frames:
+            yield frame
+        if frames:
+            delay = 0.05
+            last_beat = time.monotonic()
+        if done:
+            return
+        now = time.monotonic()
+        if now - started > max_seconds:
+            return
+        if now - last_beat > HEARTBEAT_SECONDS:
+            yield ": ping\n\n"
+            last_beat = now
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)

@@ -1,0 +1,212 @@
+/* Steward dashboard behaviour, version 1.0.0: live-connection state, refetch after a
+   reconnect, de-duplication of live inserts, relative times and countdowns, small helpers.
+   htmx does the fetching and swapping; this file only glues the page together. */
+(function () {
+  "use strict";
+  var Steward = (window.Steward = window.Steward || {});
+  Steward.lastSeen = new Date().toISOString();
+  var everOpened = false;
+
+  // 422 (field errors) and 409 (someone decided first) carry a fragment to show: swap them.
+  if (window.htmx) {
+    htmx.config.responseHandling = [
+      { code: "204", swap: false },
+      { code: "[23]..", swap: true },
+      { code: "422", swap: true },
+      { code: "409", swap: true },
+      { code: "[45]..", swap: false, error: true },
+    ];
+  }
+
+  function setLive(state, title) {
+    var dot = document.getElementById("live-state");
+    if (!dot) return;
+    dot.dataset.state = state;
+    dot.textContent = state === "open" ? "Live" : state === "closed" ? "Reconnecting…" : "Connecting…";
+    if (title) dot.title = title;
+  }
+
+  document.addEventListener("htmx:wsOpen", function () {
+    setLive("open", "Live updates are on");
+    if (everOpened) {
+      // Back after a drop: fetch what changed while the socket was away.
+      htmx.trigger(document.body, "steward:reconnected");
+    }
+    everOpened = true;
+  });
+  document.addEventListener("htmx:wsClose", function (evt) {
+    var code = evt.detail && evt.detail.event ? evt.detail.event.code : 0;
+    if (everOpened && document.getElementById("live-state").dataset.state === "open") {
+      // Refetch from a little before the drop so nothing committed meanwhile is missed.
+      Steward.lastSeen = new Date(Date.now() - 5000).toISOString();
+    }
+    if (code === 4401 || code === 4403) {
+      setLive("closed", "Live updates stopped: sign in again");
+      document.getElementById("live-state").textContent = "Offline";
+    } else {
+      setLive("closed", "Connection lost; reconnecting");
+    }
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    Steward.lastSeen = new Date(Date.now() - 5000).toISOString();
+    refreshTimes(document);
+  });
+
+  // A live insert of something the page already shows replaces it in place instead.
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var d = evt.detail;
+    if (!d || !d.fragment || !d.target) return;
+    var children = Array.prototype.slice.call(d.fragment.children || []);
+    var left = 0;
+    children.forEach(function (child) {
+      var existing = child.id ? document.getElementById(child.id) : null;
+      if (existing && existing !== d.target) {
+        existing.replaceWith(child);
+        htmx.process(child);
+        flash(child);
+      } else {
+        left += 1;
+      }
+    });
+    if (children.length && left === 0) d.shouldSwap = false;
+    var empty = document.getElementById(d.target.id === "inbox-items" ? "inbox-empty" : "exec-empty");
+    if (empty && (d.target.id === "exec-rows" || d.target.id === "inbox-items") && left) empty.hidden = true;
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    var elt = evt.target;
+    if (elt && (elt.tagName === "TR" || elt.classList.contains("inbox-item"))) flash(elt);
+    if (elt && elt.closest && elt.closest("#exec-stream")) scrollStream();
+  });
+
+  function flash(elt) {
+    if (!elt || !elt.classList) return;
+    elt.classList.remove("flash");
+    void elt.offsetWidth;
+    elt.classList.add("flash");
+  }
+
+  function scrollStream() {
+    var stream = document.getElementById("exec-stream");
+    if (!stream) return;
+    if (stream.scrollHeight - stream.scrollTop - stream.clientHeight < 80) stream.scrollTop = stream.scrollHeight;
+  }
+
+  // Errors htmx does not swap (403, 500…) still deserve a visible message.
+  document.addEventListener("htmx:responseError", function (evt) {
+    var xhr = evt.detail.xhr;
+    var text = xhr.status === 403 ? "You are not allowed to do that." : "The server answered " + xhr.status + ". Try again.";
+    toast(text, "error");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    toast("Could not reach the server. Check the connection and try again.", "error");
+  });
+
+  function toast(text, kind) {
+    var main = document.getElementById("main");
+    if (!main) return;
+    var div = document.createElement("div");
+    div.className = "alert " + (kind || "");
+    div.setAttribute("role", "alert");
+    div.textContent = text;
+    main.insertBefore(div, main.firstChild);
+    setTimeout(function () { div.remove(); }, 8000);
+  }
+  Steward.toast = toast;
+
+  // --- times ----------------------------------------------------------------------------------
+  function human(ms) {
+    var s = Math.abs(ms) / 1000;
+    if (s < 1) return Math.round(Math.abs(ms)) + " ms";
+    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+    var m = Math.floor(s / 60), sec = Math.floor(s % 60);
+    if (m < 60) return m + " m " + String(sec).padStart(2, "0") + " s";
+    var h = Math.floor(m / 60);
+    if (h < 48) return h + " h " + String(m % 60).padStart(2, "0") + " m";
+    return Math.floor(h / 24) + " d " + (h % 24) + " h";
+  }
+  function relative(date) {
+    var s = Math.round((Date.now() - date.getTime()) / 1000);
+    if (s < 5) return "just now";
+    if (s < 60) return s + " seconds ago";
+    var m = Math.round(s / 60);
+    if (m < 60) return m + (m === 1 ? " minute ago" : " minutes ago");
+    var h = Math.round(m / 60);
+    if (h < 24) return h + (h === 1 ? " hour ago" : " hours ago");
+    var d = Math.round(h / 24);
+    return d + (d === 1 ? " day ago" : " days ago");
+  }
+  function refreshTimes(root) {
+    var now = Date.now();
+    root.querySelectorAll("time[data-rel]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) {
+        t.textContent = relative(d);
+        if (!t.title) t.title = d.toLocaleString();
+      }
+    });
+    root.querySelectorAll("[data-elapsed]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = human(now - d.getTime());
+    });
+    root.querySelectorAll("[data-due]").forEach(function (el) {
+      var due = new Date(el.dataset.due);
+      if (isNaN(due)) return;
+      var left = due.getTime() - now;
+      el.classList.toggle("overdue", left <= 0);
+      el.classList.toggle("soon", left > 0 && left < 5 * 60 * 1000);
+      el.textContent = left <= 0 ? "overdue by " + human(-left) : "due in " + human(left);
+    });
+  }
+  Steward.refreshTimes = refreshTimes;
+
+  document.addEventListener("DOMContentLoaded", function () {
+    refreshTimes(document);
+    setInterval(function () { refreshTimes(document); }, 1000);
+
+    // Time filter: the custom range fields only when "Custom range" is chosen.
+    var range = document.querySelector("[data-range-select]");
+    if (range) {
+      range.addEventListener("change", function () {
+        document.querySelectorAll("[data-custom-range]").forEach(function (el) {
+          el.hidden = range.value !== "custom";
+        });
+      });
+    }
+    // Drop empty filter fields from the URL so shared links stay short.
+    var filters = document.getElementById("filters");
+    if (filters) {
+      filters.addEventListener("submit", function () {
+        filters.querySelectorAll("input, select").forEach(function (el) {
+          if (!el.value && el.name) el.disabled = true;
+        });
+      });
+    }
+  });
+
+  document.addEventListener("click", function (evt) {
+    var btn = evt.target.closest("[data-copy]");
+    if (!btn) return;
+    var src = document.querySelector(btn.dataset.copy);
+    if (src && navigator.clipboard) {
+      navigator.clipboard.writeText(src.textContent.trim()).then(function () {
+        btn.textContent = "Copied";
+      });
+    }
+  });
+
+  // JSON editors: a hint while typing (the server still validates and names the fields).
+  document.addEventListener("input", function (evt) {
+    var area = evt.target;
+    if (!area.matches || !area.matches("[data-json-editor]")) return;
+    var hint = area.parentElement.querySelector("[data-json-error]");
+    try {
+      JSON.parse(area.value);
+      if (hint) hint.hidden = true;
+      area.setCustomValidity("");
+    } catch (e) {
+      if (hint) { hint.hidden = false; hint.textContent = "Not valid JSON yet: " + e.message; }
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (evt) { refreshTimes(evt.target); });
+})();

@@ -1,0 +1,199 @@
+"""Real worker processes: one is killed (SIGKILL) while a step blocks on a slow model server,
+another finishes the execution; each step is recorded once and each tool side effect happens
+once. And SIGTERM hands a running execution back instead of losing it.
+
+These tests run everything in subprocesses against their own database (a temporary SQLite
+file, or a scratch PostgreSQL database when DATABASE_URL is set), because the pytest database
+is not visible to other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+from .llm_servers import OpenAIServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+SEED = textwrap.dedent(
+    """
+    import django, json, sys
+    django.setup()
+    from executions import services
+    from executions.models import DemoOrder
+    base_url = sys.argv[1]
+    ws, _ = services.workspace_get_or_create(slug="crash")
+    order_id = f"K-{sys.argv[2]}"
+    DemoOrder.objects.get_or_create(workspace=ws, order_id=order_id, defaults={"total": 100})
+    agent = services.agent_create(workspace=ws, name=f"crashy-{sys.argv[2]}", type="workflow")
+    services.agent_version_create(agent=agent, config={
+        "model": {"provider": "openai", "name": "gpt-4o-mini", "base_url": base_url},
+        "main": [
+            {"tool": "order_refund", "arguments": {"order_id": order_id, "amount": 10}},
+            {"prompt": "Is the refund fine?", "unwrap": True},
+            {"tool": "order_refund", "arguments": {"order_id": order_id, "amount": 5}},
+            {"return": {"note": "$ steps[1].output"}},
+        ],
+    })
+    agent.refresh_from_db()
+    execution, _ = services.execution_start(workspace=ws, agent=agent, input={})
+    print(json.dumps({"id": str(execution.pk)}))
+    """
+)
+
+CHECK = textwrap.dedent(
+    """
+    import django, json, sys, time
+    django.setup()
+    from executions.models import DemoOrder, Execution
+    deadline = time.monotonic() + float(sys.argv[2])
+    while True:
+        execution = Execution.objects.get(pk=sys.argv[1])
+        if execution.status in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    order = DemoOrder.objects.get(order_id=sys.argv[3])
+    print(json.dumps({
+        "status": execution.status,
+        "error": execution.error,
+        "output": execution.output,
+        "steps": list(execution.transitions.filter(type="step").order_by("seq")
+                      .values_list("step_path", flat=True)),
+        "refund_count": order.refund_count,
+        "refunded": float(order.refunded),
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONPATH": str(ROOT),
+        "EMBEDDED_WORKER": "false",
+        "LEASE_SECONDS": "2",
+        "REAPER_INTERVAL_SECONDS": "0.5",
+        "LOG_LEVEL": "INFO",
+    }
+    scratch = None
+    if os.environ.get("DATABASE_URL"):
+        import psycopg
+
+        url = urlparse(os.environ["DATABASE_URL"])
+        scratch = f"steward_crash_{uuid.uuid4().hex[:8]}"
+        admin = urlunparse(url._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{scratch}"')
+        environment["DATABASE_URL"] = urlunparse(url._replace(path=f"/{scratch}"))
+    else:
+        environment.pop("DATABASE_URL", None)
+        environment["SQLITE_PATH"] = str(tmp_path_factory.mktemp("crash") / "db.sqlite3")
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=environment,
+        check=True,
+        timeout=120,
+    )
+    yield environment
+    if scratch:
+        import psycopg
+
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+
+
+def python(env: dict, code: str, *args: str, timeout: float = 60) -> dict:
+    done = subprocess.run(
+        [PYTHON, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker(env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            PYTHON,
+            "manage.py",
+            "worker",
+            "--concurrency",
+            "2",
+            "--poll-interval",
+            "0.2",
+            "--grace",
+            "10",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_a_killed_worker_loses_nothing_and_repeats_no_recorded_step(env, tmp_path):
+    with OpenAIServer([{"hang": True}, {"content": "Looks fine."}]) as server:
+        execution_id = python(env, SEED, server.base_url, "kill")["id"]
+        first = worker(env, tmp_path / "first.log")
+        try:
+            assert server.request_started.wait(30), (tmp_path / "first.log").read_text()
+            time.sleep(0.2)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        second = worker(env, tmp_path / "second.log")
+        try:
+            result = python(env, CHECK, execution_id, "40", "K-kill", timeout=60)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            exit_code = second.wait(20)
+        log = (tmp_path / "second.log").read_text()
+        assert result["status"] == "completed", (result, log)
+        assert result["steps"] == ["main[0]", "main[1]", "main[2]", "main[3]"]
+        assert result["refund_count"] == 2  # the first refund was not repeated
+        assert result["refunded"] == 15.0
+        assert result["output"] == {"note": "Looks fine."}
+        # The killed call was never recorded, so it was made again; nothing else was.
+        assert len(server.requests) == 2
+        assert "lost its worker" in log
+        assert exit_code == 0
+
+
+def test_sigterm_hands_a_running_execution_back(env, tmp_path):
+    with OpenAIServer([{"hang": True}, {"content": "Handed back."}]) as server:
+        execution_id = python(env, SEED, server.base_url, "term")["id"]
+        first = worker(env, tmp_path / "first.log")
+        assert server.request_started.wait(30), (tmp_path / "first.log").read_text()
+        began = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(15) == 0
+        assert time.monotonic() - began < 5  # it did not wait for the slow model
+        assert "handed back" in (tmp_path / "first.log").read_text()
+        second = worker(env, tmp_path / "second.log")
+        try:
+            result = python(env, CHECK, execution_id, "30", "K-term", timeout=45)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(20)
+        assert result["status"] == "completed", result
+        assert result["steps"] == ["main[0]", "main[1]", "main[2]", "main[3]"]
+        assert result["output"] == {"note": "Handed back."}

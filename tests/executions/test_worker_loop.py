@@ -1,0 +1,120 @@
+"""The worker loop in this process: claims queued runs, wakes at once on new work, runs several
+at once, renews and reaps leases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from executions import lifecycle
+from executions.engine import worker as worker_module
+from executions.engine.worker import Worker
+from executions.lifecycle import TERMINAL
+from executions.models import Execution
+
+from .engine_helpers import make_agent, start, steps
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor == "sqlite"
+        and "memory" in str(connection.settings_dict["TEST"].get("NAME") or "memory"),
+        reason="threads need a database they can share: set SQLITE_TEST_PATH or DATABASE_URL",
+    ),
+]
+
+THREE_STEPS = {
+    "main": [
+        {"evaluate": {"a": "$ inputs['n'] + 1"}},
+        {"evaluate": {"b": "$ _['a'] * 2"}},
+        {"return": {"n": "$ _['b']"}},
+    ]
+}
+
+
+@pytest.fixture
+def running_worker():
+    started: list[Worker] = []
+
+    def make(**kwargs) -> Worker:
+        worker = Worker(name="test", poll_interval=5.0, **kwargs)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        worker.thread = thread
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+        worker.thread.join(10)
+
+
+def wait_until(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def test_a_worker_runs_queued_executions_to_the_end(workspace, running_worker):
+    running_worker(concurrency=4)
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    executions = [start(agent, {"n": n}) for n in range(10)]
+    ids = [e.pk for e in executions]
+    wait_until(lambda: Execution.objects.filter(pk__in=ids, status__in=TERMINAL).count() == 10)
+    for execution in Execution.objects.filter(pk__in=ids):
+        assert execution.status == "completed", execution.error
+        assert execution.output == {"n": (execution.input["n"] + 1) * 2}
+        assert steps(execution) == ["main[0]", "main[1]", "main[2]"]
+        assert execution.lease_owner == ""
+
+
+def test_an_idle_worker_wakes_at_once_instead_of_waiting_for_its_poll(workspace, running_worker):
+    running_worker(concurrency=2)  # polls only every 5 s
+    agent = make_agent(workspace, "quick", "workflow", THREE_STEPS)
+    time.sleep(0.3)  # let the worker go idle
+    began = time.monotonic()
+    execution = start(agent, {"n": 1})
+    wait_until(lambda: Execution.objects.get(pk=execution.pk).status in TERMINAL, timeout=4)
+    assert time.monotonic() - began < 2.0
+
+
+def test_the_reaper_requeues_an_execution_whose_worker_died(workspace, running_worker):
+    agent = make_agent(workspace, "orphan", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 2})
+    # A worker claimed it, recorded nothing, and vanished: its lease is past due.
+    lifecycle.transition(execution, "running", type="start")
+    Execution.objects.filter(pk=execution.pk).update(
+        lease_owner="dead-worker", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    from django_tasks_db.models import DBTaskResult
+
+    DBTaskResult.objects.all().delete()  # the dead worker had taken the queued run
+    counts = worker_module.reap()
+    assert counts["expired_leases"] == 1
+    running_worker(concurrency=1)
+    wait_until(lambda: Execution.objects.get(pk=execution.pk).status in TERMINAL)
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+    assert execution.output == {"n": 6}
+
+
+def test_a_live_lease_is_renewed_and_not_reaped(workspace):
+    agent = make_agent(workspace, "held", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    worker = Worker(name="renewer", maintenance=False)
+    Execution.objects.filter(pk=execution.pk).update(
+        lease_owner=worker.owner, lease_expires_at=timezone.now() + timedelta(seconds=1)
+    )
+    worker.hold(str(execution.pk))
+    assert worker.renew_leases() == 1
+    execution.refresh_from_db()
+    assert execution.lease_expires_at > timezone.now() + timedelta(seconds=5)
+    assert worker_module.reap()["expired_leases"] == 0
