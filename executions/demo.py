@@ -10,6 +10,9 @@ in which case the agent gets a new current version.
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -211,3 +214,65 @@ def _ensure(workspace: Workspace, name: str, type: str, spec: dict[str, Any], us
         )
         agent.refresh_from_db()
     return agent
+
+
+TRAFFIC_NAMES = ["Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances"]
+TRAFFIC_QUESTIONS = [
+    "What is 17 * 23?",
+    "Look up order A-1001 and tell me its total.",
+    "How much is 12.5% of 480?",
+    "What is the status of order A-1002?",
+]
+# Refunds above the approval threshold are only started while the inbox holds fewer than
+# this many, so a demo left running does not bury reviewers.
+MAX_PENDING_DEMO_APPROVALS = 5
+
+
+def demo_traffic(
+    *,
+    workspace: Workspace,
+    rate: float,
+    duration: float = 0.0,
+    seed: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Start a mix of demo executions at `rate` per second until `duration` passes (0: until
+    `stop` is set). Returns how many were started."""
+    from approvals.models import Approval
+
+    agents = demo_seed(workspace=workspace)
+    rng = random.Random(seed)
+    interval = 1.0 / rate
+    deadline = time.monotonic() + duration if duration else None
+    stop = stop or threading.Event()
+    started = 0
+    next_at = time.monotonic()
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        name, payload = _pick(rng)
+        if name == "refund-desk" and payload["amount"] > 100:
+            waiting = Approval.objects.filter(workspace=workspace, status="pending").count()
+            if waiting >= MAX_PENDING_DEMO_APPROVALS:
+                payload["amount"] = 40
+        agent = agents.get(name)
+        if agent is not None:
+            services.execution_start(
+                workspace=workspace,
+                agent=agent,
+                input=payload,
+                metadata={"source": "demo_traffic"},
+            )
+            started += 1
+        next_at += interval
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    return started
+
+
+def _pick(rng: random.Random) -> tuple[str, dict[str, Any]]:
+    roll = rng.random()
+    if roll < 0.4:
+        order = rng.choice(["A-1001", "A-1002", "A-1003", "A-1004"])
+        amount = rng.choice([15, 40, 80, 120, 250])
+        return "refund-desk", {"order_id": order, "amount": amount}
+    if roll < 0.75:
+        return "research-assistant", {"question": rng.choice(TRAFFIC_QUESTIONS)}
+    return "python-greeter", {"name": rng.choice(TRAFFIC_NAMES)}

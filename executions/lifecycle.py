@@ -298,9 +298,4 @@ def _refresh(
 def _schedule_event(execution: Execution, step: Transition) -> None:
     from executions import events
 
-    execution_id, workspace_id = execution.pk, execution.workspace_id
-    transaction.on_commit(
-        lambda: events.transition_committed(
-            execution_id=execution_id, workspace_id=workspace_id, transition_id=step.pk
-        )
-    )
+    transaction.on_commit(lambda: events.transition_committed(execution=execution, transition=step))

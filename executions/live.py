@@ -286,9 +286,10 @@ def _text_matches(execution: Any, q: str) -> bool:
 
 
 def row_matches_in_database(execution: Any, filters: Any) -> bool:
-    from executions.selectors import execution_matches
+    from executions.selectors import execution_list
 
-    return execution_matches(execution=execution, filters=filters)
+    selected = execution_list(workspace=execution.workspace, filters=filters)
+    return selected.filter(pk=execution.pk).exists()
 
 
 # --- approvals badge ---------------------------------------------------------------------------

@@ -161,3 +161,16 @@ def asgi_server(transactional_db, settings):
 def _fast_passwords(settings):
     # Real hashing costs ~0.3 s per user; tests do not need its strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_pools(django_db_setup, django_db_blocker):
+    """PostgreSQL: close the psycopg pool before the test database is dropped (its idle
+    connections would otherwise keep the database "in use")."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all(initialized_only=True):
+            if getattr(connection, "pool", None) is not None:
+                connection.close_pool()

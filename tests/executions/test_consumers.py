@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from approvals import services as approval_services
-from executions import events, lifecycle, routing
+from executions import events, lifecycle, live, routing
 from executions.lifecycle import Actor
 from tests.executions.dashboard_helpers import park, start
 
@@ -193,3 +193,102 @@ async def test_the_approval_page_panel_updates_when_someone_else_decides(agent, 
     assert 'id="approval-panel" hx-swap-oob="true"' in html
     assert "Rejected" in html and "by rory" in html and "too much" in html
     await communicator.disconnect()
+
+
+async def test_list_pages_share_one_load_and_render_of_a_change(agent, viewer, teammate):
+    pages = []
+    for member, params in ((viewer, {}), (teammate, {}), (viewer, {"status": "failed"})):
+        communicator, connected, _ = await connect(
+            member, page="executions", ws=agent.workspace_id, insert="1", **params
+        )
+        assert connected
+        pages.append(communicator)
+    before = live.shared.made
+    execution = await database_sync_to_async(start)(agent)
+    received = [await receive_all(communicator) for communicator in pages]
+    # One load and render of the new row for all three sockets, however many there are...
+    assert live.shared.made - before == 1
+    # ...and each page still decides for itself whether its filters take the row in.
+    assert 'hx-swap-oob="afterbegin:#exec-rows"' in received[0]
+    assert 'hx-swap-oob="afterbegin:#exec-rows"' in received[1]
+    assert "afterbegin" not in received[2] and f'id="exec-{execution.pk}"' in received[2]
+    for communicator in pages:
+        await communicator.disconnect()
+
+
+FILTERS = [
+    {},
+    {"status": "pending"},
+    {"status": "running,failed"},
+    {"agent_id": "{agent}"},
+    {"agent_id": "0190d0c4-0000-7000-8000-000000000000"},
+    {"session_id": "sess-1"},
+    {"session_id": "sess-2"},
+    {"range": "24h"},
+    {"created_before": "2000-01-01"},
+    {"cost_above": "0"},
+    {"metadata": "tier=gold"},
+    {"metadata": "tier=silver"},
+    {"metadata": "count=3"},
+    {"metadata": "count=4"},
+    {"metadata": "vip=true"},
+    {"metadata": "vip=1"},
+    {"metadata": "nested__level=2"},
+    {"metadata": "missing=x"},
+    {"q": "doub"},
+    {"q": "DOUBLER"},
+    {"q": "sess-1"},
+    {"q": "{pk}"},
+    {"q": "nothing-like-it"},
+    {"status": "pending", "metadata": "tier=gold", "q": "doub", "range": "1h"},
+]
+
+
+@pytest.mark.parametrize("raw", FILTERS, ids=[str(f) for f in FILTERS])
+def test_the_in_memory_filter_match_agrees_with_the_database(agent, raw):
+    from django.http import QueryDict
+
+    from executions.selectors import execution_list
+
+    execution = start(
+        agent,
+        metadata={"tier": "gold", "count": 3, "vip": True, "nested": {"level": 2}},
+        session_id="sess-1",
+    )
+    execution.refresh_from_db()
+    params = QueryDict(mutable=True)
+    for key, value in raw.items():
+        params[key] = value.format(agent=agent.pk, pk=execution.pk)
+    filters = live.ListFilters.from_params(params).now()
+    in_memory = live.row_matches(execution, filters)
+    assert in_memory is not None
+    in_database = execution_list(workspace=agent.workspace, filters=filters).filter(pk=execution.pk)
+    assert in_memory == in_database.exists()
+
+
+def test_a_metadata_lookup_is_left_to_the_database(agent):
+    execution = start(agent, metadata={"tier": "gold"})
+    from django.http import QueryDict
+
+    filters = live.ListFilters.from_params(QueryDict("metadata=tier__startswith%3Dgo")).now()
+    assert live.row_matches(execution, filters) is None
+    assert live.row_matches_in_database(execution, filters)
+
+
+async def test_a_repeated_message_never_reuses_a_load_from_before_it_arrived():
+    import time
+
+    shared = live.Shared()
+    loads = []
+
+    def make():
+        loads.append(1)
+        return len(loads)
+
+    first = await shared.get("k", make, fresh_after=time.monotonic(), gather=0.001)
+    # The same key again (an approval's second vote sends the same message): a new load.
+    second = await shared.get("k", make, fresh_after=time.monotonic(), gather=0.001)
+    # A copy of a message that arrived before the last load began shares it.
+    earlier = time.monotonic() - 60
+    third = await shared.get("k", make, fresh_after=earlier, gather=0.001)
+    assert (first, second, third) == (1, 2, 2)

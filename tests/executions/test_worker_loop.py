@@ -8,7 +8,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from executions import lifecycle
@@ -19,14 +18,8 @@ from executions.models import Execution
 
 from .engine_helpers import make_agent, start, steps
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor == "sqlite"
-        and "memory" in str(connection.settings_dict["TEST"].get("NAME") or "memory"),
-        reason="threads need a database they can share: set SQLITE_TEST_PATH or DATABASE_URL",
-    ),
-]
+# Threads share the test database: tests/conftest.py puts SQLite's in a file for this.
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 THREE_STEPS = {
     "main": [

@@ -7,8 +7,10 @@ runs the worker inside the same process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,14 @@ class Command(BaseCommand):
         out.write(f"    API docs: {url}api/v1/docs")
         out.write("")
         if not options["no_serve"]:
-            serve(options["host"], options["port"])
+            # A little live traffic so a newcomer sees executions move (DEMO_TRAFFIC_RATE=0
+            # turns it off; `manage.py demo_traffic --rate R` makes more).
+            rate = 0.0 if options["no_demo"] else float(os.environ.get("DEMO_TRAFFIC_RATE", "0.1"))
+            if rate > 0:
+                out.write(
+                    f"  Demo traffic: a run every {1 / rate:.0f} s (DEMO_TRAFFIC_RATE=0 stops it)"
+                )
+            serve(options["host"], options["port"], demo_rate=rate)
 
     def bootstrap(self, *, demo: bool) -> tuple[str, str, str | None]:
         User = get_user_model()
@@ -97,7 +106,7 @@ def _remembered_password(username: str) -> str:
     return password
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, *, demo_rate: float = 0.0) -> None:
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
     from twisted.internet import reactor
@@ -105,12 +114,30 @@ def serve(host: str, port: int) -> None:
     from config.asgi import application
     from executions.engine import embedded
 
+    traffic_stop = threading.Event()
+
+    def start_traffic() -> None:
+        # On the server loop, like the worker, so its live events reach the in-memory layer.
+        from asgiref.sync import sync_to_async
+
+        from executions import demo
+        from executions.models import Workspace
+
+        def traffic() -> None:
+            workspace = Workspace.objects.get(slug="default")
+            demo.demo_traffic(workspace=workspace, rate=demo_rate, stop=traffic_stop)
+
+        asyncio.get_running_loop().create_task(sync_to_async(traffic, thread_sensitive=False)())
+
     def ready() -> None:
         # Called before the reactor's loop runs; start the worker on that loop once it does.
         reactor._asyncioEventloop.call_soon(embedded.ensure_started)
+        if demo_rate > 0:
+            reactor._asyncioEventloop.call_later(2, start_traffic)
 
     def stopping() -> None:
         # Ctrl-C: let the worker hand back what it holds so the process can exit promptly.
+        traffic_stop.set()
         if embedded._current is not None:
             embedded._current[0].stop()
 
