@@ -549,6 +549,12 @@ def driver(args) -> None:
     workspace = Workspace.objects.get(pk=args.workspace)
     agent = Agent.objects.get(pk=args.agent)
     pending = json.loads(Path(args.ids_file).read_text())
+    # Warm up the publishing path (the publisher thread, its Redis connection) as in a
+    # long-lived process, so the first measured commit does not pay for starting it.
+    from executions import events
+
+    events.send("bench.warmup", {"type": "bench.warmup"})
+    time.sleep(0.5)
     total = min(int(args.rate * args.seconds), 2 * len(pending))
     began = time.monotonic()
     for i in range(total):

@@ -156,10 +156,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _execution_changed(self, message: dict[str, Any]) -> str | None:
         execution_id, step = message.get("execution_id"), message.get("transition_id")
+        # A transition id names one change: any load for it is recent enough.
+        fresh = {} if step is not None else {"fresh_after": time.monotonic(), "gather": live.GATHER}
         if self.page == "executions":
             row = await live.shared.get(
                 ("row", self.workspace_id, execution_id, step),
                 partial(live.load_row, workspace_id=self.workspace_id, execution_id=execution_id),
+                **fresh,
             )
             if row is None:
                 return None
@@ -168,10 +171,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return await live.shared.get(
                 ("detail", self.workspace_id, execution_id, step, *self._viewer()),
                 partial(self._detail, message),
+                **fresh,
             )
         if self.page == "overview":
             return await live.shared.get(
-                ("overview", self.workspace_id, execution_id, step), self._overview
+                ("overview", self.workspace_id, execution_id, step), self._overview, **fresh
             )
         return None
 
@@ -189,7 +193,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.page != "execution" or message.get("execution_id") != self.object_id:
             return
         html = await live.shared.get(
-            ("stream", self.object_id, message.get("event_id"), message.get("event")),
+            ("stream", live.message_key(message)),  # rendered from the message alone
             partial(_stream_html, message),
         )
         if html:

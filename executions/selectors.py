@@ -440,7 +440,8 @@ def _decode_value_cursor(cursor: str) -> tuple[Any, uuid.UUID]:
 
 def execution_matches(*, execution: Execution, filters: ExecutionFilters) -> bool:
     """Whether one execution is in the list `filters` select (live list updates)."""
-    if not any(vars(filters).values()):
+    # `is not None`, not truthiness: cost_above=0 is a filter (cost > 0), not "no filter".
+    if all(value is None for value in vars(filters).values()):
         return True
     return (
         execution_list(workspace=execution.workspace, filters=filters)
