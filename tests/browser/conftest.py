@@ -1,89 +1,28 @@
-"""Browser tests: a real server (uvicorn, HTTP + websockets) with a worker on its loop, and
+"""Browser tests: a real server (uvicorn, HTTP + websockets) with the embedded worker, and
 Debian's Chromium driven by Playwright. Each test saves a screenshot under test-artifacts/."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import _free_port
+from tests.conftest import AsgiServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 
-class WorkerLifespan:
-    """Runs one engine worker on the server's own loop for the server's lifetime, as the
-    embedded topology does, and stops it when the server stops (so tests never share one)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.worker: Any = None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-        from asgiref.sync import sync_to_async
-
-        from executions.engine.worker import Worker
-
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.worker = Worker(concurrency=4, name="browser-tests", poll_interval=0.2)
-                self.task = asyncio.get_running_loop().create_task(
-                    sync_to_async(self.worker.run, thread_sensitive=False)()
-                )
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.worker.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-
-class BrowserServer:
-    def __init__(self) -> None:
-        import uvicorn
-
-        from config.asgi import application
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = WorkerLifespan(application)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> BrowserServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def server(transactional_db, settings):
-    # This fixture runs its own worker on the server loop; the embedded one stays off.
-    settings.EMBEDDED_WORKER = False
+    # The embedded topology, as `make up` runs it: the worker on the server's loop, started and
+    # stopped with the server (on PostgreSQL too, where it is off by default).
+    settings.EMBEDDED_WORKER = True
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-    running = BrowserServer().start()
+    running = AsgiServer().start()
     yield running
     running.stop()
 

@@ -8,6 +8,7 @@ streams deltas through `on_delta(kind, text)` (kind is "content" or "thinking") 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -218,3 +219,35 @@ def register_closer(should_stop: ShouldStop, closer: Callable[[], Any]) -> None:
     register = getattr(should_stop, "register", None)
     if register is not None:
         register(closer)
+
+
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(factory: Callable[..., Any], config: ModelConfig) -> Any:
+    """One SDK client (and connection pool) per SDK and endpoint, shared by threads: creating
+    one per call costs more than a short model reply. SDK retries are off; the engine retries."""
+    key = (factory, config.base_url, config.api_key, config.timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = factory(
+                base_url=config.base_url or None,
+                api_key=config.api_key or "not-needed",
+                max_retries=0,
+                timeout=config.timeout,
+            )
+            _clients[key] = client
+    return client
+
+
+def error_message(exc: Any) -> str:
+    """The provider's own error message from an SDK status error (both SDKs nest it the same
+    way: {"error": {"message": …}})."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(getattr(exc, "message", exc))

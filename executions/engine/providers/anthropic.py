@@ -6,7 +6,6 @@ The SDK's own retries are off: the engine retries transient errors itself and re
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import anthropic
@@ -18,7 +17,9 @@ from executions.engine.providers import (
     ProviderError,
     ShouldStop,
     StreamStopped,
+    error_message,
     register_closer,
+    shared_client,
 )
 from executions.engine.providers.openai import parse_arguments
 
@@ -80,7 +81,7 @@ class AnthropicProvider:
         on_delta: OnDelta,
         should_stop: ShouldStop,
     ) -> LLMResult:
-        client = _client(config)
+        client = shared_client(anthropic.Anthropic, config)
         system, wire = to_wire(messages)
         kwargs: dict[str, Any] = {k: v for k, v in config.settings.items() if k != "max_tokens"}
         if "stop" in kwargs:
@@ -152,7 +153,7 @@ class AnthropicProvider:
         except anthropic.APIStatusError as exc:
             status = exc.status_code
             raise ProviderError(
-                f"anthropic: HTTP {status}: {_message(exc)}",
+                f"anthropic: HTTP {status}: {error_message(exc)}",
                 transient=status in (429, 529) or status >= 500,
                 status=status,
             ) from None
@@ -179,33 +180,3 @@ class AnthropicProvider:
             model=model,
             usage=usage,
         )
-
-
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc.message)
-
-
-_clients: dict[tuple, anthropic.Anthropic] = {}
-_clients_lock = threading.Lock()
-
-
-def _client(config: ModelConfig) -> anthropic.Anthropic:
-    """One SDK client (and connection pool) per endpoint, shared by threads: creating one per
-    call costs more than a short model reply. SDK retries are off; the engine retries."""
-    key = (config.base_url, config.api_key, config.timeout)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = anthropic.Anthropic(
-                base_url=config.base_url or None,
-                api_key=config.api_key or "not-needed",
-                max_retries=0,
-                timeout=config.timeout,
-            )
-            _clients[key] = client
-    return client

@@ -7,7 +7,6 @@ each retry is recorded in the execution's history.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import openai
@@ -19,7 +18,9 @@ from executions.engine.providers import (
     ProviderError,
     ShouldStop,
     StreamStopped,
+    error_message,
     register_closer,
+    shared_client,
 )
 
 
@@ -99,7 +100,7 @@ class OpenAIProvider:
         on_delta: OnDelta,
         should_stop: ShouldStop,
     ) -> LLMResult:
-        client = _client(config)
+        client = shared_client(openai.OpenAI, config)
         kwargs: dict[str, Any] = dict(config.settings)
         if tools:
             kwargs["tools"] = to_wire_tools(tools)
@@ -154,7 +155,7 @@ class OpenAIProvider:
         except openai.APIStatusError as exc:
             status = exc.status_code
             raise ProviderError(
-                f"openai: HTTP {status}: {_message(exc)}",
+                f"openai: HTTP {status}: {error_message(exc)}",
                 transient=status == 429 or status >= 500,
                 status=status,
             ) from None
@@ -179,33 +180,3 @@ class OpenAIProvider:
             model=model,
             usage=usage,
         )
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc.message)
-
-
-_clients: dict[tuple, openai.OpenAI] = {}
-_clients_lock = threading.Lock()
-
-
-def _client(config: ModelConfig) -> openai.OpenAI:
-    """One SDK client (and connection pool) per endpoint, shared by threads: creating one per
-    call costs more than a short model reply. SDK retries are off; the engine retries."""
-    key = (config.base_url, config.api_key, config.timeout)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = openai.OpenAI(
-                base_url=config.base_url or None,
-                api_key=config.api_key or "not-needed",
-                max_retries=0,
-                timeout=config.timeout,
-            )
-            _clients[key] = client
-    return client
