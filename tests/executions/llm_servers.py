@@ -10,6 +10,7 @@ until the client goes away — a slow model a worker can be killed in).
 
 from __future__ import annotations
 
+import abc
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class ScriptedServer:
+class ScriptedServer(abc.ABC):
     flavor = "openai"
 
     def __init__(self, script: list[dict[str, Any]] | None = None, model: str = "") -> None:
@@ -110,8 +111,9 @@ class ScriptedServer:
         handler.end_headers()
         handler.wfile.write(payload)
 
+    @abc.abstractmethod
     def frames(self, body: dict, reply: dict) -> list[bytes]:
-        raise NotImplementedError
+        """The provider's SSE frames for one reply (each subclass speaks one wire protocol)."""
 
 
 def _words(text: str) -> list[str]:
