@@ -468,27 +468,23 @@ def _move_execution(approval: Approval, execution: Execution, *, actor: Actor, r
             message=f"approved by {actor.label}" + (f": {reason}" if reason else ""),
         )
         run_again = True
-    elif approval.on_timeout == "fail" and approval.status == ApprovalStatus.EXPIRED:
-        message = f"approval “{approval.title}” expired without a decision"
+    elif approval.reject_ends or (
+        approval.on_timeout == "fail" and approval.status == ApprovalStatus.EXPIRED
+    ):
+        # The run ends here: failed when an expiry says so, otherwise rejected.
+        if approval.on_timeout == "fail" and approval.status == ApprovalStatus.EXPIRED:
+            to, kind = Status.FAILED, "error"
+            message = f"approval “{approval.title}” expired without a decision"
+        else:
+            to, kind = Status.REJECTED, "rejected"
+            verb = "expired" if approval.status == ApprovalStatus.EXPIRED else "rejected"
+            message = f"approval “{approval.title}” {verb} by {actor.label}" + (
+                f": {reason}" if reason else ""
+            )
         lifecycle.transition(
             execution,
-            Status.FAILED,
-            type="error",
-            actor=actor,
-            step_path=approval.step_path,
-            step_kind="approval",
-            message=message,
-            fields={"error": message},
-        )
-    elif approval.reject_ends:
-        verb = "expired" if approval.status == ApprovalStatus.EXPIRED else "rejected"
-        message = f"approval “{approval.title}” {verb} by {actor.label}" + (
-            f": {reason}" if reason else ""
-        )
-        lifecycle.transition(
-            execution,
-            Status.REJECTED,
-            type="rejected",
+            to,
+            type=kind,
             actor=actor,
             step_path=approval.step_path,
             step_kind="approval",

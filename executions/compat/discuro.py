@@ -20,6 +20,7 @@ from executions.compat import common
 from executions.errors import NotFound
 from executions.lifecycle import TERMINAL, Status
 from executions.models import Execution
+from executions.serializers import iso
 
 NOT_FOUND = "Operation failed - execution_log not found"
 FAILED_STATUSES = {Status.FAILED, Status.REJECTED, Status.CANCELLED}
@@ -27,10 +28,6 @@ FAILED_STATUSES = {Status.FAILED, Status.REJECTED, Status.CANCELLED}
 
 def error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message, "meta_data": None}, status=status)
-
-
-def iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def usage_out(execution: Execution) -> dict[str, int]:

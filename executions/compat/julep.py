@@ -27,12 +27,13 @@ from django.urls import path, re_path
 from ninja import NinjaAPI, Schema
 
 from config.api import ApiKeyAuth
-from executions import selectors, serializers, services
+from executions import selectors, services
 from executions.api import require
 from executions.compat import common
 from executions.errors import BadRequest, Conflict, NotFound, ValidationFailed, field_error
 from executions.lifecycle import PARKED, TERMINAL, Status
 from executions.models import Agent, AgentType, Execution, Role, Transition
+from executions.serializers import iso
 
 TASK_LINK = "julep_agent_id"  # agent.metadata key naming the Julep agent that owns a task
 MAX_LIMIT = 1000
@@ -126,10 +127,6 @@ def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 
 # --- shapes ----------------------------------------------------------------------------------
-
-
-def iso(value: Any) -> str | None:
-    return serializers.iso(value)
 
 
 def julep_status(execution: Execution) -> str:

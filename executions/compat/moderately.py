@@ -25,6 +25,7 @@ from executions.compat import common
 from executions.errors import NotFound, ValidationFailed, field_error
 from executions.lifecycle import Status
 from executions.models import Execution, Role
+from executions.serializers import iso
 
 STATUS = {
     Status.PENDING: "pending",
@@ -100,10 +101,6 @@ def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 
 # --- shapes ----------------------------------------------------------------------------------
-
-
-def iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def execution_out(execution: Execution) -> dict[str, Any]:
