@@ -1,8 +1,11 @@
-"""Approval pages: the inbox, one approval, and the decide / bulk / comment posts.
+"""Approval pages: the inbox, one approval, and the decide / bulk / comment posts; the
+webhooks tab of Settings.
 
 Decisions go through `approvals.services` (the rules — roles, assignees, self-approval,
 quorum, first decision wins — live there); these views only read the form, call the service
 and render the result, with the service's field errors put next to the fields they name.
+The panels' contexts are in `executions.pages.approval_contexts` (the live consumer renders
+them too).
 """
 
 from __future__ import annotations
@@ -12,21 +15,26 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import policies, services
+from approvals import notifications, services
 from approvals import selectors as approval_selectors
 from approvals.models import Approval, ApprovalStatus
-from executions import selectors
 from executions.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from executions.forms import SchemaForm
 from executions.lifecycle import Actor, IllegalTransition
-from executions.models import Membership, Role, role_at_least
-from executions.views import base_context, page
+from executions.models import Role, role_at_least
+from executions.pages.approval_contexts import (
+    approval_detail_context,
+    can_decide,
+    inbox_lists,
+    item_context,
+    panel_context,
+)
+from executions.pages.base import base_context, page, settings_context
 
 TABS = {
     "mine": "Assigned to me",
@@ -34,184 +42,6 @@ TABS = {
     "all": "All pending",
     "decided": "Decided",
 }
-INBOX_LIMIT = 300
-
-
-# --- reading helpers (shared with the live consumer) -----------------------------------------
-
-
-def _decider(membership: Membership, user: Any) -> policies.Decider:
-    return policies.Decider(actor=Actor.for_user(user), user=user, role=membership.role)
-
-
-def can_decide(approval: Approval, membership: Membership, user: Any) -> bool:
-    if approval.status != ApprovalStatus.PENDING:
-        return False
-    return policies.can_decide(approval, _decider(membership, user))
-
-
-def why_not(approval: Approval, membership: Membership, user: Any) -> str:
-    try:
-        policies.check_can_decide(approval, _decider(membership, user))
-    except Forbidden as exc:
-        return exc.message
-    return ""
-
-
-def in_tab(approval: Approval, tab: str, membership: Membership, user: Any) -> bool:
-    if tab == "decided":
-        return approval.status != ApprovalStatus.PENDING
-    if approval.status != ApprovalStatus.PENDING:
-        return False
-    if tab == "mine":
-        return any(u.pk == user.pk for u in approval.assignee_users.all())
-    if tab == "roles":
-        return any(
-            role_at_least(membership.role, r) for r in approval.assignee_roles or [] if r in Role
-        )
-    return True
-
-
-def progress(approval: Approval) -> dict[str, Any]:
-    votes = list(approval.decisions.all())
-    approvers = {_who(d) for d in votes if d.decision in services.APPROVING}
-    rejecters = {_who(d) for d in votes if d.decision == "reject"}
-    required = approval.required_approvals or 1
-    return {
-        "approvals": len(approvers),
-        "rejections": len(rejecters),
-        "required": required,
-        "percent": min(100, round(100 * len(approvers) / required)),
-    }
-
-
-def _who(decision: Any) -> str:
-    return str(decision.actor_user_id or decision.actor_key_id or decision.actor_label)
-
-
-def proposal(payload: Any) -> dict[str, Any]:
-    """What is proposed, readably: a tool call's name and arguments, or the payload's fields."""
-    if isinstance(payload, dict):
-        tool = payload.get("tool") or payload.get("name") or payload.get("function")
-        args = payload.get("arguments", payload.get("args", payload.get("input")))
-        if isinstance(tool, str) and isinstance(args, dict):
-            return {"tool": tool, "rows": _rows(args)}
-        return {"tool": None, "rows": _rows(payload)}
-    return {"tool": None, "rows": [], "scalar": payload}
-
-
-def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for key, value in data.items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        rows.append({"key": key, "value": text})
-    return rows
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, inner in value.items():
-            flat.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
-        return flat or {prefix or "(root)": {}}
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        flat = {}
-        for i, inner in enumerate(value):
-            flat.update(_flatten(inner, f"{prefix}[{i}]"))
-        return flat
-    return {prefix or "(root)": value}
-
-
-def payload_diff(before: Any, after: Any) -> list[dict[str, Any]]:
-    """Field-by-field changes between the proposed and the edited payload."""
-    old, new = _flatten(before), _flatten(after)
-    rows = []
-    for key in list(old) + [k for k in new if k not in old]:
-        if old.get(key, _MISSING) != new.get(key, _MISSING):
-            rows.append(
-                {
-                    "path": key,
-                    "before": _show(old.get(key, _MISSING)),
-                    "after": _show(new.get(key, _MISSING)),
-                }
-            )
-    return rows
-
-
-_MISSING = object()
-
-
-def _show(value: Any) -> str | None:
-    if value is _MISSING:
-        return None
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def panel_context(
-    approval: Approval, membership: Membership, user: Any, **extra: Any
-) -> dict[str, Any]:
-    """What the decision panel shows for this person (the same partial everywhere)."""
-    decisions = list(approval.decisions.select_related("actor_user").all())
-    edits = [d for d in decisions if d.decision == "edit" and d.payload is not None]
-    edited = edits[-1].payload if edits else approval.result_payload
-    last = decisions[-1] if decisions else None
-    allowed = approval.allowed_actions or ["approve", "reject"]
-    respond_form = extra.pop("respond_form", None)
-    if respond_form is None and "respond" in allowed and approval.response_schema:
-        respond_form = SchemaForm(schema=approval.response_schema, prefix="respond")
-    if respond_form is not None:
-        respond_form.error_prefix = "response"
-    return {
-        "approval": approval,
-        "decisions": decisions,
-        "last_decision": last,
-        "progress": progress(approval),
-        "proposal": proposal(approval.payload),
-        "diff": payload_diff(approval.payload, edited)
-        if edited is not None and edited != approval.payload
-        else [],
-        "allowed": allowed,
-        "can_decide": can_decide(approval, membership, user),
-        "why_not": why_not(approval, membership, user)
-        if approval.status == ApprovalStatus.PENDING
-        else "",
-        "payload_text": extra.pop("payload_text", None)
-        or json.dumps(approval.payload, indent=2, ensure_ascii=False),
-        "respond_form": respond_form,
-        "assignee_names": [u.get_username() for u in approval.assignee_users.all()],
-        "decided_by": approval.decided_by_label or (last.actor_label if last else ""),
-        "decided_by_other": bool(
-            approval.status != ApprovalStatus.PENDING
-            and last is not None
-            and last.actor_user_id != getattr(user, "pk", None)
-        ),
-        "membership": membership,
-        **extra,
-    }
-
-
-def item_context(approval: Approval, membership: Membership, user: Any) -> dict[str, Any]:
-    return {
-        "a": approval,
-        "item_progress": progress(approval),
-        "item_can_decide": can_decide(approval, membership, user),
-        "item_proposal": proposal(approval.payload),
-        "item_last": approval.decisions.order_by("-created_at", "-id").first()
-        if approval.status != ApprovalStatus.PENDING
-        else None,
-    }
-
-
-def inbox_lists(workspace: Any, membership: Membership, user: Any) -> dict[str, list]:
-    pending = list(
-        approval_selectors.approval_list(workspace=workspace, status="pending")
-        .select_related("execution__agent")
-        .prefetch_related("assignee_users", "decisions")[:INBOX_LIMIT]
-    )
-    return {
-        tab: [a for a in pending if in_tab(a, tab, membership, user)]
-        for tab in ("mine", "roles", "all")
-    }
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -255,26 +85,13 @@ def _get(request: HttpRequest, approval_id: str) -> Approval:
 @require_GET
 def approval_detail(request: HttpRequest, approval_id: str) -> HttpResponse:
     approval = _get(request, approval_id)
-    context = detail_context(approval, request.membership, request.user)
+    context = approval_detail_context(approval, request.membership, request.user)
     if request.htmx and request.GET.get("fragment") == "panel":
         return render(request, "approvals/_panel.html#panel", {**context, "oob": True})
     context.update(
         base_context(request, "approvals", live={"page": "approval", "id": str(approval.pk)})
     )
     return render(request, "approvals/detail.html", context)
-
-
-def detail_context(approval: Approval, membership: Membership, user: Any, **extra: Any) -> dict:
-    execution = approval.execution
-    recent = []
-    if execution is not None:
-        recent, _ = selectors.transition_recent(execution=execution, limit=8)
-    return {
-        **panel_context(approval, membership, user, **extra),
-        "execution": execution,
-        "recent_steps": recent,
-        "comments": list(approval.comments.all()),
-    }
 
 
 @page
@@ -439,28 +256,12 @@ def approval_comment(request: HttpRequest, approval_id: str) -> HttpResponse:
     return render(request, "approvals/detail.html#comments", context, status=422 if error else 200)
 
 
-def approval_for_page(workspace: Any, approval_id: Any) -> Approval:
-    try:
-        return approval_selectors.approval_get(workspace=workspace, approval_id=approval_id)
-    except NotFound:
-        raise Http404("approval not found") from None
-
-
-def due_in(approval: Approval) -> int | None:
-    if approval.expires_at is None:
-        return None
-    return int((approval.expires_at - timezone.now()).total_seconds())
-
-
 # --- settings: webhooks (admins) -------------------------------------------------------------
 
 
 @page
 def settings_webhooks(request: HttpRequest) -> HttpResponse:
-    from approvals import notifications
-    from executions.views import _settings
-
-    context = _settings(request, "webhooks", events=notifications.EVENTS)
+    context = settings_context(request, "webhooks", events=notifications.EVENTS)
     status = 200
     if request.method == "POST":
         action = request.POST.get("action")

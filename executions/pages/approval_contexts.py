@@ -1,0 +1,208 @@
+"""Contexts of the approval panels (inbox item, decision panel, approval page), shared by the
+approval pages, the execution detail page and the live consumer (via `contexts`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from approvals import policies
+from approvals import selectors as approval_selectors
+from approvals import services as approval_services
+from approvals.models import Approval, ApprovalStatus
+from executions import selectors
+from executions.errors import Forbidden
+from executions.forms import SchemaForm
+from executions.lifecycle import Actor
+from executions.models import Membership, Role, role_at_least
+
+INBOX_LIMIT = 300
+
+
+def _decider(membership: Membership, user: Any) -> policies.Decider:
+    return policies.Decider(actor=Actor.for_user(user), user=user, role=membership.role)
+
+
+def can_decide(approval: Approval, membership: Membership, user: Any) -> bool:
+    if approval.status != ApprovalStatus.PENDING:
+        return False
+    return policies.can_decide(approval, _decider(membership, user))
+
+
+def why_not(approval: Approval, membership: Membership, user: Any) -> str:
+    try:
+        policies.check_can_decide(approval, _decider(membership, user))
+    except Forbidden as exc:
+        return exc.message
+    return ""
+
+
+def in_tab(approval: Approval, tab: str, membership: Membership, user: Any) -> bool:
+    if tab == "decided":
+        return approval.status != ApprovalStatus.PENDING
+    if approval.status != ApprovalStatus.PENDING:
+        return False
+    if tab == "mine":
+        return any(u.pk == user.pk for u in approval.assignee_users.all())
+    if tab == "roles":
+        return any(
+            role_at_least(membership.role, r) for r in approval.assignee_roles or [] if r in Role
+        )
+    return True
+
+
+def progress(approval: Approval) -> dict[str, Any]:
+    votes = list(approval.decisions.all())
+    approvers = {_who(d) for d in votes if d.decision in approval_services.APPROVING}
+    rejecters = {_who(d) for d in votes if d.decision == "reject"}
+    required = approval.required_approvals or 1
+    return {
+        "approvals": len(approvers),
+        "rejections": len(rejecters),
+        "required": required,
+        "percent": min(100, round(100 * len(approvers) / required)),
+    }
+
+
+def _who(decision: Any) -> str:
+    return str(decision.actor_user_id or decision.actor_key_id or decision.actor_label)
+
+
+def proposal(payload: Any) -> dict[str, Any]:
+    """What is proposed, readably: a tool call's name and arguments, or the payload's fields."""
+    if isinstance(payload, dict):
+        tool = payload.get("tool") or payload.get("name") or payload.get("function")
+        args = payload.get("arguments", payload.get("args", payload.get("input")))
+        if isinstance(tool, str) and isinstance(args, dict):
+            return {"tool": tool, "rows": _rows(args)}
+        return {"tool": None, "rows": _rows(payload)}
+    return {"tool": None, "rows": [], "scalar": payload}
+
+
+def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in data.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        rows.append({"key": key, "value": text})
+    return rows
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return flat or {prefix or "(root)": {}}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        flat = {}
+        for i, inner in enumerate(value):
+            flat.update(_flatten(inner, f"{prefix}[{i}]"))
+        return flat
+    return {prefix or "(root)": value}
+
+
+def payload_diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """Field-by-field changes between the proposed and the edited payload."""
+    old, new = _flatten(before), _flatten(after)
+    rows = []
+    for key in list(old) + [k for k in new if k not in old]:
+        if old.get(key, _MISSING) != new.get(key, _MISSING):
+            rows.append(
+                {
+                    "path": key,
+                    "before": _show(old.get(key, _MISSING)),
+                    "after": _show(new.get(key, _MISSING)),
+                }
+            )
+    return rows
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str | None:
+    if value is _MISSING:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def panel_context(
+    approval: Approval, membership: Membership, user: Any, **extra: Any
+) -> dict[str, Any]:
+    """What the decision panel shows for this person (the same partial everywhere)."""
+    decisions = list(approval.decisions.select_related("actor_user").all())
+    edits = [d for d in decisions if d.decision == "edit" and d.payload is not None]
+    edited = edits[-1].payload if edits else approval.result_payload
+    last = decisions[-1] if decisions else None
+    allowed = approval.allowed_actions or ["approve", "reject"]
+    respond_form = extra.pop("respond_form", None)
+    if respond_form is None and "respond" in allowed and approval.response_schema:
+        respond_form = SchemaForm(schema=approval.response_schema, prefix="respond")
+    if respond_form is not None:
+        respond_form.error_prefix = "response"
+    return {
+        "approval": approval,
+        "decisions": decisions,
+        "last_decision": last,
+        "progress": progress(approval),
+        "proposal": proposal(approval.payload),
+        "diff": payload_diff(approval.payload, edited)
+        if edited is not None and edited != approval.payload
+        else [],
+        "allowed": allowed,
+        "can_decide": can_decide(approval, membership, user),
+        "why_not": why_not(approval, membership, user)
+        if approval.status == ApprovalStatus.PENDING
+        else "",
+        "payload_text": extra.pop("payload_text", None)
+        or json.dumps(approval.payload, indent=2, ensure_ascii=False),
+        "respond_form": respond_form,
+        "assignee_names": [u.get_username() for u in approval.assignee_users.all()],
+        "decided_by": approval.decided_by_label or (last.actor_label if last else ""),
+        "decided_by_other": bool(
+            approval.status != ApprovalStatus.PENDING
+            and last is not None
+            and last.actor_user_id != getattr(user, "pk", None)
+        ),
+        "membership": membership,
+        **extra,
+    }
+
+
+def item_context(approval: Approval, membership: Membership, user: Any) -> dict[str, Any]:
+    return {
+        "a": approval,
+        "item_progress": progress(approval),
+        "item_can_decide": can_decide(approval, membership, user),
+        "item_proposal": proposal(approval.payload),
+        "item_last": approval.decisions.order_by("-created_at", "-id").first()
+        if approval.status != ApprovalStatus.PENDING
+        else None,
+    }
+
+
+def inbox_lists(workspace: Any, membership: Membership, user: Any) -> dict[str, list]:
+    pending = list(
+        approval_selectors.approval_list(workspace=workspace, status="pending")
+        .select_related("execution__agent")
+        .prefetch_related("assignee_users", "decisions")[:INBOX_LIMIT]
+    )
+    return {
+        tab: [a for a in pending if in_tab(a, tab, membership, user)]
+        for tab in ("mine", "roles", "all")
+    }
+
+
+def approval_detail_context(
+    approval: Approval, membership: Membership, user: Any, **extra: Any
+) -> dict:
+    execution = approval.execution
+    recent = []
+    if execution is not None:
+        recent, _ = selectors.transition_recent(execution=execution, limit=8)
+    return {
+        **panel_context(approval, membership, user, **extra),
+        "execution": execution,
+        "recent_steps": recent,
+        "comments": list(approval.comments.all()),
+    }

@@ -1,0 +1,222 @@
+"""Page contexts and the fragments built from them, shared by the pages and the live consumer.
+
+Fragments the live consumer (`executions.live`) pushes come from the same templates as the
+pages, as named partials (`executions/list.html#row`…), rendered from the contexts built here,
+so a pushed fragment is exactly what a reload shows. The approval panels' contexts live in
+`approval_contexts` and are re-exported here: the live consumer imports this one module.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.http import QueryDict
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from approvals import selectors as approval_selectors
+from executions import selectors
+from executions.forms import SchemaForm
+from executions.lifecycle import ALL_STATUSES, PARKED, TERMINAL
+from executions.models import Execution, Membership
+from executions.pages.approval_contexts import (
+    approval_detail_context,
+    can_decide,
+    in_tab,
+    inbox_lists,
+    item_context,
+    panel_context,
+)
+from executions.pages.base import caps
+
+__all__ = [
+    "RANGES",
+    "RANGE_LABELS",
+    "approval_detail_context",
+    "approval_panel_context",
+    "can_decide",
+    "detail_context",
+    "detail_fragments",
+    "in_tab",
+    "inbox_lists",
+    "item_context",
+    "list_params",
+    "overview_approvals_context",
+    "overview_counts_context",
+    "panel_context",
+    "row_html",
+    "step_class",
+    "waterfall",
+]
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+          "30d": timedelta(days=30)}  # fmt: skip
+RANGE_LABELS = {"": "Any time", "1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days",
+                "30d": "Last 30 days", "custom": "Custom range"}  # fmt: skip
+TIMELINE_LIMIT = 300
+
+
+# --- overview --------------------------------------------------------------------------------
+
+
+def overview_counts_context(workspace: Any) -> dict[str, Any]:
+    stats = selectors.execution_stats(workspace=workspace)
+    day = selectors.execution_stats(workspace=workspace, since=timezone.now() - timedelta(hours=24))
+    active = sum(stats["by_status"][s] for s in ("pending", "running", *PARKED))
+    return {"stats": stats, "stats_24h": day, "active": active, "statuses": ALL_STATUSES}
+
+
+def overview_approvals_context(workspace: Any) -> dict[str, Any]:
+    pending = approval_selectors.approval_list(workspace=workspace, status="pending")
+    oldest = pending.order_by("created_at").first()
+    return {
+        "pending_approvals": pending.count(),
+        "oldest_pending": oldest,
+        "waiting_seconds": int((timezone.now() - oldest.created_at).total_seconds())
+        if oldest
+        else 0,
+    }
+
+
+# --- executions list -------------------------------------------------------------------------
+
+
+def list_params(request_get: QueryDict) -> tuple[QueryDict, dict[str, Any]]:
+    """The list's URL parameters turned into selector filters: `range=24h` becomes a moving
+    created_after, so a bookmarked "last 24 h" view stays the last 24 hours."""
+    params = request_get.copy()
+    state: dict[str, Any] = {"range": params.get("range", "")}
+    if state["range"] in RANGES:
+        params["created_after"] = (timezone.now() - RANGES[state["range"]]).isoformat()
+        params.pop("created_before", None)
+    for key in ("created_after", "created_before"):
+        # datetime-local inputs send "2025-01-02T10:00"; the selector reads ISO-8601.
+        if params.get(key) and len(params[key]) == 16 and state["range"] not in RANGES:
+            params[key] = params[key] + ":00"
+    metadata = [m for m in params.getlist("metadata") if m.strip()]
+    params.setlist("metadata", metadata)
+    return params, state
+
+
+def row_html(execution: Execution, *, upsert: bool) -> str:
+    """One list row as an out-of-band fragment: replace the row in place, or (upsert) put it
+    on top of the list when the page does not show it yet (static/js dedupes)."""
+    row = render_to_string("executions/list.html#row", {"e": execution, "oob": not upsert})
+    if upsert:
+        return f'<tbody hx-swap-oob="afterbegin:#exec-rows">{row}</tbody>'
+    return row
+
+
+# --- execution detail ------------------------------------------------------------------------
+
+STEP_CLASS = {
+    "prompt": "llm",
+    "llm": "llm",
+    "model": "llm",
+    "agent": "llm",
+    "tool": "tool",
+    "tool_call": "tool",
+    "approval": "approval",
+    "wait_for_input": "input",
+    "error": "error",
+}
+
+
+def step_class(kind: str, step_type: str = "") -> str:
+    if step_type in {"error"}:
+        return "error"
+    return STEP_CLASS.get(kind or "", "step")
+
+
+def waterfall(execution: Execution, steps: list) -> dict[str, Any]:
+    """Start offset and width (percent of the run) of every timed step."""
+    timed = [s for s in steps if s.started_at and s.ended_at]
+    begin = execution.started_at or execution.created_at
+    if timed:
+        begin = min([begin, *[s.started_at for s in timed]])
+    if execution.completed_at:
+        end = execution.completed_at
+    elif execution.status in {"running", "pending"}:
+        end = timezone.now()
+    else:
+        # Parked: the axis ends at the last thing that happened, not at "now".
+        end = max([begin, *[s.created_at for s in steps], *[s.ended_at for s in timed]])
+    if timed:
+        end = max([end, *[s.ended_at for s in timed]])
+    span = max((end - begin).total_seconds() * 1000, 1.0)
+    rows = []
+    for step in timed:
+        offset = (step.started_at - begin).total_seconds() * 1000
+        length = max((step.ended_at - step.started_at).total_seconds() * 1000, 0)
+        usage = step.usage or {}
+        rows.append(
+            {
+                "step": step,
+                "cls": step_class(step.step_kind, step.type),
+                "left": round(100 * offset / span, 2),
+                "width": round(max(100 * length / span, 0.4), 2),
+                "ms": int(length),
+                "offset_ms": int(offset),
+                "tokens": usage.get("total_tokens")
+                or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+                or None,
+                "cost": step.cost,
+            }
+        )
+    ticks = [int(span * f) for f in (0, 0.25, 0.5, 0.75, 1)]
+    return {"rows": rows, "span_ms": int(span), "ticks": ticks}
+
+
+def detail_context(
+    execution: Execution, *, membership: Membership, user: Any, with_events: bool = True
+) -> dict[str, Any]:
+    """Everything the detail page and its live fragments render (live updates skip the
+    streamed events: those arrive as their own messages)."""
+    steps, earlier = selectors.transition_recent(execution=execution, limit=TIMELINE_LIMIT)
+    waiting = (execution.state or {}).get("waiting") or {}
+    context: dict[str, Any] = {
+        "e": execution,
+        "steps": steps,
+        "earlier": earlier,
+        "waterfall": waterfall(execution, steps),
+        "children": list(
+            execution.children.select_related("agent", "agent_version").order_by("id")[:50]
+        ),
+        "parent": execution.parent,
+        "events": selectors.execution_event_list(execution=execution) if with_events else [],
+        "is_terminal": execution.status in TERMINAL,
+        "waiting": waiting,
+        "membership": membership,
+        "role": membership.role,
+        "user": user,
+        **caps(membership),
+    }
+    if execution.status == "awaiting_input" and context["can_operate"]:
+        context["resume_form"] = SchemaForm(schema=waiting.get("schema"), prefix="resume")
+    context.update(approval_panel_context(execution, membership=membership, user=user))
+    return context
+
+
+def approval_panel_context(execution: Execution, *, membership: Membership, user: Any) -> dict:
+    """The decision panel of the execution's latest approval, as the detail page shows it."""
+    approval = execution.approvals.order_by("-created_at").first()
+    if approval is None:
+        return {"approval": None}
+    return {"approval": approval, **panel_context(approval, membership, user)}
+
+
+def detail_fragments(context: dict[str, Any], *, with_timeline: bool = False) -> str:
+    """The parts of the detail page that change as the execution moves, out of band."""
+    parts = [
+        render_to_string("executions/detail.html#header", {**context, "oob": True}),
+        render_to_string("executions/detail.html#facts", {**context, "oob": True}),
+        render_to_string("executions/detail.html#timeline_count", {**context, "oob": True}),
+        render_to_string("executions/detail.html#waterfall", {**context, "oob": True}),
+        render_to_string("executions/detail.html#data", {**context, "oob": True}),
+        render_to_string("approvals/_panel.html#panel", {**context, "oob": True}),
+    ]
+    if with_timeline:
+        parts.append(render_to_string("executions/detail.html#timeline", {**context, "oob": True}))
+        parts.append(render_to_string("executions/detail.html#stream", {**context, "oob": True}))
+    return "".join(parts)

@@ -1,0 +1,170 @@
+"""The executions list: filters, sorting, cursor pages, saved views, and the catch-up fragment
+a page fetches after its websocket reconnects."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET, require_POST
+
+from executions import selectors, services
+from executions.errors import StewardError, ValidationFailed
+from executions.lifecycle import ALL_STATUSES
+from executions.models import Execution, Role
+from executions.pages.base import base_context, page, require_role
+from executions.pages.contexts import RANGE_LABELS, RANGES, list_params, row_html
+
+PAGE_SIZE = 50
+SORTABLE = {"created_at", "duration_ms", "cost", "started_at"}
+
+
+def _list_query(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    for key in ("cursor", "fragment", "since"):
+        params.pop(key, None)
+    for key in list(params):
+        if all(v == "" for v in params.getlist(key)):
+            params.pop(key)
+    return params.urlencode()
+
+
+@page
+@require_GET
+def execution_list(request: HttpRequest) -> HttpResponse:
+    workspace = request.workspace
+    errors: list[dict[str, str]] = []
+    params, state = list_params(request.GET)
+    try:
+        filters = selectors.ExecutionFilters.from_params(params)
+    except ValidationFailed as exc:
+        errors = exc.details or []
+        filters = selectors.ExecutionFilters()
+    ordering = request.GET.get("ordering") or "-created_at"
+    if ordering.lstrip("-") not in SORTABLE:
+        ordering = "-created_at"
+    cursor = request.GET.get("cursor") or None
+    qs = selectors.execution_list(workspace=workspace, filters=filters)
+    try:
+        result = selectors.execution_page_ordered(
+            qs, ordering=ordering, cursor=cursor, limit=PAGE_SIZE
+        )
+    except StewardError as exc:
+        errors.append({"field": "cursor", "message": exc.message})
+        result = selectors.execution_page_ordered(qs, ordering=ordering, cursor=None, limit=50)
+        cursor = None
+    query = _list_query(request)
+    more_url = None
+    if result.next_cursor:
+        more_params = request.GET.copy()
+        more_params["cursor"] = result.next_cursor
+        more_url = f"{reverse('execution_list')}?{more_params.urlencode()}"
+    context = {
+        "page": result,
+        "more_url": more_url,
+        "ordering": ordering,
+    }
+    if request.htmx and request.GET.get("fragment") == "rows":
+        return render(request, "executions/list.html#rows", context)
+    live_insert = ordering == "-created_at" and not cursor
+    live = {"page": "executions", "since": timezone.now().isoformat(),
+            "insert": "1" if live_insert else "0"}  # fmt: skip
+    for key in ("status", "agent_id", "metadata", "q", "cost_above", "session_id"):
+        if values := params.getlist(key):
+            live[key] = values
+    for key in ("created_after", "created_before"):
+        if params.get(key) and state["range"] not in RANGES:
+            live[key] = params[key]
+    if state["range"] in RANGES:
+        live["range"] = state["range"]
+    context.update(base_context(request, "executions", live=live))
+    context.update(
+        {
+            "filters": filters,
+            "errors": errors,
+            "state": state,
+            "query": query,
+            "statuses": ALL_STATUSES,
+            "selected_status": set(filters.status or []),
+            "agents": selectors.agent_list(workspace=workspace),
+            "ranges": RANGE_LABELS,
+            "saved_views": selectors.savedview_list(workspace=workspace),
+            "is_filtered": bool(query.replace("ordering=", "").strip("&")) and query != "",
+            "metadata_text": " ".join(params.getlist("metadata")),
+            "has_any": cursor is not None
+            or bool(result.items)
+            or Execution.objects.for_workspace(workspace).exists(),
+        }
+    )
+    return render(request, "executions/list.html", context)
+
+
+@page
+@require_GET
+def execution_list_changes(request: HttpRequest) -> HttpResponse:
+    """After a websocket reconnect: out-of-band rows for what changed while the page was away
+    (rows it shows are replaced in place; new matching ones go on top)."""
+    since = _parse_since(request.GET.get("since"))
+    params, _ = list_params(request.GET)
+    try:
+        filters = selectors.ExecutionFilters.from_params(params)
+    except ValidationFailed:
+        filters = selectors.ExecutionFilters()
+    insert = request.GET.get("insert") == "1"
+    changed = list(
+        Execution.objects.for_workspace(request.workspace)
+        .filter(updated_at__gte=since)
+        .select_related("agent", "agent_version")
+        .order_by("-id")[:200]
+    )
+    parts = []
+    for execution in reversed(changed):
+        matches = selectors.execution_matches(execution=execution, filters=filters)
+        upsert = insert and matches and execution.created_at >= since
+        parts.append(row_html(execution, upsert=upsert))
+    return HttpResponse("".join(parts))
+
+
+def _parse_since(value: str | None) -> datetime:
+    parsed = parse_datetime((value or "").replace(" ", "+")) if value else None
+    if parsed is None:
+        return timezone.now() - timedelta(minutes=5)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.UTC)
+    return parsed
+
+
+@page
+@require_POST
+def savedview_create(request: HttpRequest) -> HttpResponse:
+    query = request.POST.get("query", "")
+    try:
+        view = services.savedview_create(
+            workspace=request.workspace,
+            name=request.POST.get("name", ""),
+            query=query,
+            created_by=request.user,
+        )
+    except ValidationFailed as exc:
+        messages.error(request, f"Could not save the view: {exc.details[0]['message']}")
+        return redirect(f"{reverse('execution_list')}?{query}")
+    messages.success(request, f"Saved view “{view.name}” is shared with the workspace.")
+    return redirect(f"{reverse('execution_list')}?{view.query}")
+
+
+@page
+@require_POST
+def savedview_delete(request: HttpRequest, view_id: str) -> HttpResponse:
+    view = selectors.savedview_list(workspace=request.workspace).filter(pk=view_id).first()
+    if view is None:
+        raise Http404("saved view not found")
+    if view.created_by_id != request.user.pk:
+        require_role(request, Role.ADMIN)
+    services.savedview_delete(workspace=request.workspace, view_id=view.pk)
+    messages.success(request, f"Deleted saved view “{view.name}”.")
+    return redirect(reverse("execution_list"))

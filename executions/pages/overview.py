@@ -1,0 +1,165 @@
+"""The overview page: counts, the last 24 hours by hour, cost by day, recent runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from executions import selectors
+from executions.pages.base import base_context, page
+from executions.pages.contexts import overview_approvals_context, overview_counts_context
+
+
+@page
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    workspace = request.workspace
+    context = base_context(request, "overview", live={"page": "overview"})
+    context.update(overview_counts_context(workspace))
+    context.update(overview_approvals_context(workspace))
+    now = timezone.now()
+    context["hourly"] = hourly_chart(selectors.execution_hourly(workspace=workspace,
+                                                                since=now - timedelta(hours=24)),
+                                     now=now)  # fmt: skip
+    context["cost_chart"] = cost_chart(
+        selectors.execution_daily_cost(workspace=workspace, since=now - timedelta(days=7)),
+        now=now,
+    )
+    context["percentiles"] = selectors.execution_duration_percentiles(
+        workspace=workspace, since=now - timedelta(days=7)
+    )
+    recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
+    context["recent"] = list(recent.order_by("-id")[:8])
+    context["has_agents"] = selectors.agent_list(workspace=workspace).exists()
+    return render(request, "executions/overview.html", context)
+
+
+def hourly_chart(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]:
+    """Bars for the last 24 hours: stacked completed / failed-ish / other, as SVG geometry."""
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    buckets = {start + timedelta(hours=i): {"ok": 0, "bad": 0, "other": 0} for i in range(24)}
+    for row in rows:
+        hour = row["hour"]
+        if hour is None:
+            continue
+        if timezone.is_naive(hour):
+            hour = timezone.make_aware(hour, timezone.UTC)
+        bucket = buckets.get(hour.replace(minute=0, second=0, microsecond=0))
+        if bucket is None:
+            continue
+        group = (
+            "ok"
+            if row["status"] == "completed"
+            else "bad"
+            if row["status"] in {"failed", "rejected", "cancelled"}
+            else "other"
+        )
+        bucket[group] += row["n"]
+    peak = max([sum(b.values()) for b in buckets.values()] + [1])
+    width, height, pad_left, pad_bottom = 720, 180, 32, 20
+    slot = (width - pad_left) / 24
+    bars = []
+    for i, (hour, b) in enumerate(buckets.items()):
+        x = pad_left + i * slot + 2
+        y = height - pad_bottom
+        parts = []
+        for group in ("ok", "bad", "other"):
+            h = (height - pad_bottom - 10) * b[group] / peak
+            if h > 0:
+                y -= h
+                parts.append({"cls": f"bar-{group}", "y": round(y, 1), "h": round(h, 1)})
+        bars.append(
+            {
+                "x": round(x, 1),
+                "w": round(slot - 4, 1),
+                "parts": parts,
+                "total": sum(b.values()),
+                "ok": b["ok"],
+                "bad": b["bad"],
+                "other": b["other"],
+                "label": hour.strftime("%H:00"),
+                "show_label": i % 3 == 0,
+                "tx": round(x + (slot - 4) / 2, 1),
+            }
+        )
+    return {
+        "bars": bars,
+        "peak": peak,
+        "width": width,
+        "height": height,
+        "base": height - pad_bottom,
+        "total": sum(bar["total"] for bar in bars),
+        "grid": [
+            {
+                "y": round(height - pad_bottom - (height - pad_bottom - 10) * f, 1),
+                "label": _tick(peak * f),
+            }
+            for f in (0.5, 1.0)
+        ],  # fmt: skip
+    }
+
+
+def _tick(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+
+
+def cost_chart(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]:
+    """Stacked bars of cost per day for the last 7 days, one colour per agent."""
+    days = [(now - timedelta(days=6 - i)).date() for i in range(7)]
+    agents = sorted({row["agent__name"] for row in rows})
+    series = {name: i % 7 for i, name in enumerate(agents)}
+    per_day: dict[Any, dict[str, Decimal]] = {d: {} for d in days}
+    for row in rows:
+        day = row["day"]
+        if isinstance(day, datetime):
+            day = day.date()
+        if day in per_day:
+            per_day[day][row["agent__name"]] = row["cost"] or Decimal(0)
+    peak = max([sum(v.values(), Decimal(0)) for v in per_day.values()] + [Decimal("0.000001")])
+    width, height, pad_left, pad_bottom = 720, 180, 48, 20
+    slot = (width - pad_left) / 7
+    bars = []
+    for i, day in enumerate(days):
+        x = pad_left + i * slot + 10
+        y = float(height - pad_bottom)
+        parts = []
+        for name in agents:
+            cost = per_day[day].get(name)
+            if not cost:
+                continue
+            h = float((height - pad_bottom - 10) * cost / peak)
+            y -= h
+            parts.append({"series": series[name], "y": round(y, 1), "h": round(max(h, 1), 1),
+                          "agent": name, "cost": cost})  # fmt: skip
+        bars.append(
+            {
+                "x": round(x, 1),
+                "w": round(slot - 20, 1),
+                "tx": round(x + (slot - 20) / 2, 1),
+                "parts": parts,
+                "label": day.strftime("%a %d"),
+                "total": sum(per_day[day].values(), Decimal(0)),
+            }
+        )
+    return {
+        "bars": bars,
+        "legend": [{"name": n, "series": s} for n, s in series.items()],
+        "width": width,
+        "height": height,
+        "base": height - pad_bottom,
+        "total": sum((b["total"] for b in bars), Decimal(0)),
+        "peak": peak,
+        "grid": [
+            {
+                "y": round(height - pad_bottom - (height - pad_bottom - 10) * f, 1),
+                "value": peak * Decimal(str(f)),
+            }
+            for f in (0.5, 1.0)
+        ],  # fmt: skip
+    }

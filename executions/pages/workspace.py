@@ -1,0 +1,48 @@
+"""Switching the workspace the dashboard shows."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from executions.middleware import SESSION_KEY
+from executions.models import Membership
+from executions.pages.base import safe_next
+
+
+@login_required
+@require_POST
+def workspace_switch(request: HttpRequest) -> HttpResponse:
+    wanted = request.POST.get("workspace", "")
+    membership = (
+        Membership.objects.filter(user=request.user, workspace_id=wanted)
+        .select_related("workspace")
+        .first()
+        if _is_uuid(wanted)
+        else None
+    )
+    if membership is None:
+        raise PermissionDenied("you are not a member of that workspace")
+    request.session[SESSION_KEY] = str(membership.workspace_id)
+    messages.success(request, f"Switched to {membership.workspace.name}.")
+    # Object pages of the old workspace would be a 404 in the new one: go to its list instead.
+    nxt = safe_next(request, reverse("overview"))
+    for prefix in ("/executions/", "/approvals/", "/agents/"):
+        if nxt.startswith(prefix) and nxt.rstrip("/") != prefix.rstrip("/"):
+            nxt = prefix
+    return redirect(nxt)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
