@@ -7,7 +7,7 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals import notifications
-        from executions import events
+        from executions.live import events
 
         # Webhooks and e-mails hang off committed transitions (executions never import us).
         events.add_listener(notifications.on_transition)

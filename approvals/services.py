@@ -520,7 +520,7 @@ def _copy(source: Approval, target: Approval) -> None:
 
 
 def _publish(approval: Approval) -> None:
-    from executions import events
+    from executions.live import events
 
     approval_id, workspace_id = approval.pk, approval.workspace_id
     execution_id, status = approval.execution_id, approval.status

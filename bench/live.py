@@ -551,7 +551,7 @@ def driver(args) -> None:
     pending = json.loads(Path(args.ids_file).read_text())
     # Warm up the publishing path (the publisher thread, its Redis connection) as in a
     # long-lived process, so the first measured commit does not pay for starting it.
-    from executions import events
+    from executions.live import events
 
     events.send("bench.warmup", {"type": "bench.warmup"})
     time.sleep(0.5)

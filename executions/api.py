@@ -9,7 +9,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Router, Schema
 
-from executions import selectors, serializers, services, waiting
+from executions import selectors, serializers, services
+from executions.live import follow
 from executions.errors import BadRequest, Forbidden
 from executions.models import Role, role_at_least
 
@@ -182,7 +183,7 @@ async def agent_execute(request: HttpRequest, agent_id: str, body: ExecuteIn):
 
     execution, created = await sync_to_async(_start)(request, agent_id, body)
     if body.sync:
-        execution = await waiting.wait_settled(
+        execution = await follow.wait_settled(
             execution.pk, timeout=settings.SYNC_EXECUTE_TIMEOUT_SECONDS
         )
     payload = await sync_to_async(serializers.execution_out)(execution)
@@ -332,7 +333,7 @@ async def execution_wait(request: HttpRequest, execution_id: str, timeout: float
         workspace=request.workspace, execution_id=execution_id
     )
     timeout = max(0.0, min(timeout, settings.SYNC_EXECUTE_TIMEOUT_SECONDS * 4))
-    execution = await waiting.wait_settled(execution.pk, timeout=timeout)
+    execution = await follow.wait_settled(execution.pk, timeout=timeout)
     return data(await sync_to_async(serializers.execution_out)(execution))
 
 
@@ -442,7 +443,7 @@ def stats(request: HttpRequest, created_after: str | None = None):
 async def execution_stream(request: HttpRequest, execution_id: str):
     from asgiref.sync import sync_to_async
 
-    from executions import streams
+    from executions.live import streams
 
     execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
         workspace=request.workspace, execution_id=execution_id
@@ -456,7 +457,7 @@ async def execution_stream(request: HttpRequest, execution_id: str):
 async def execution_status_stream(request: HttpRequest, execution_id: str):
     from asgiref.sync import sync_to_async
 
-    from executions import streams
+    from executions.live import streams
 
     execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
         workspace=request.workspace, execution_id=execution_id

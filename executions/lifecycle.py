@@ -296,6 +296,6 @@ def _refresh(
 
 
 def _schedule_event(execution: Execution, step: Transition) -> None:
-    from executions import events
+    from executions.live import events
 
     transaction.on_commit(lambda: events.transition_committed(execution=execution, transition=step))

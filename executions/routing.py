@@ -1,6 +1,6 @@
 from django.urls import path
 
-from executions import consumers
+from executions.live import consumers
 
 websocket_urlpatterns = [
     path("ws/live/", consumers.LiveConsumer.as_asgi()),

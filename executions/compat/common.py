@@ -6,9 +6,7 @@ themselves come from the same services and selectors the native API calls.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from config.api import ApiKeyAuth
 from executions.errors import StewardError, ValidationFailed, field_error
 from executions.lifecycle import IllegalTransition
+from executions.live.follow import follow
 
 # Heartbeat comments keep proxies and SDK read timeouts (Julep: 120 s) from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
@@ -173,29 +172,13 @@ async def poll(
     render: Callable[[Any], Awaitable[tuple[list[str], bool]]],
     max_seconds: float = STREAM_MAX_SECONDS,
 ) -> AsyncIterator[str]:
-    """Poll the database and yield what `render` makes of each read, until it says done.
+    """Yield what `render` makes of each `read()`, until it says done: the faces' streams
+    follow an execution the one way every stream does (executions.live.follow)."""
 
-    The reads run through sync_to_async (the caller's `read`), and the wait between them is an
-    asyncio.sleep, so an open stream never holds a thread. The interval starts short (a fast
-    run streams promptly) and backs off to half a second while nothing changes.
-    """
-    started = last_beat = time.monotonic()
-    delay = 0.05
-    while True:
-        snapshot = await read()
-        frames, done = await render(snapshot)
-        for frame in frames:
-            yield frame
-        if frames:
-            delay = 0.05
-            last_beat = time.monotonic()
-        if done:
-            return
-        now = time.monotonic()
-        if now - started > max_seconds:
-            return
-        if now - last_beat > HEARTBEAT_SECONDS:
-            yield ": ping\n\n"
-            last_beat = now
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    async def step() -> tuple[list[str], bool]:
+        return await render(await read())
+
+    async for frame in follow(
+        step, max_seconds=max_seconds, keepalive=": ping\n\n", keepalive_seconds=HEARTBEAT_SECONDS
+    ):
+        yield frame

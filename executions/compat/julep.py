@@ -643,7 +643,7 @@ def _load(execution_id: Any) -> Execution | None:
 
 def status_event_row(row: dict[str, Any]) -> dict[str, Any]:
     """The engine's ExecutionStatusEvent with the status in Julep's words."""
-    from executions import streams
+    from executions.live import streams
 
     event = streams.status_event(row)
     event["status"] = julep_status(
@@ -659,7 +659,7 @@ def status_event_row(row: dict[str, Any]) -> dict[str, Any]:
 )
 async def status_stream(request: HttpRequest, execution_id: str):
     """seed 000's ExecutionStatusEvent frames, one per change; closed after the terminal one."""
-    from executions import streams
+    from executions.live import streams
 
     execution = await sync_to_async(_execution)(request, execution_id)
     return streams.sse_response(

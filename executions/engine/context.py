@@ -28,7 +28,8 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from executions import events, lifecycle
+from executions import lifecycle
+from executions.live import events
 from executions.engine import checkpoints, pricing, providers
 from executions.engine import tools as tool_registry
 from executions.lifecycle import TERMINAL, GuardFailed, IllegalTransition, Status

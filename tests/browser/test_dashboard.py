@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from executions import services
 from executions.models import DemoOrder, Execution
-from executions.waiting import wait_settled_sync
+from executions.live.follow import wait_settled_sync
 
 pytestmark = pytest.mark.browser
 

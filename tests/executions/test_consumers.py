@@ -13,7 +13,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from approvals import services as approval_services
-from executions import events, lifecycle, live, routing
+from executions import lifecycle, routing
+from executions.live import events
+from executions.live import fanout as live
 from executions.lifecycle import Actor
 from tests.executions.dashboard_helpers import park, start
 

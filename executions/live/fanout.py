@@ -33,6 +33,14 @@ from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db.models.fields.json import KeyTransform
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from approvals.models import Approval
+from executions import selectors
+from executions.models import Execution
+from executions.pages.contexts import RANGES, list_params, row_html
 
 logger = logging.getLogger("steward.live")
 
@@ -147,9 +155,6 @@ class RowChange:
 
 
 def load_row(*, workspace_id: Any, execution_id: Any) -> RowChange | None:
-    from executions.models import Execution
-    from executions.views import row_html
-
     execution = (
         Execution.objects.select_related("agent", "agent_version", "workspace")
         .filter(pk=execution_id, workspace_id=workspace_id)
@@ -175,17 +180,12 @@ class ListFilters:
     @classmethod
     def from_params(cls, params: Any) -> ListFilters:
         """Raises ValidationFailed for filters the page itself shows as an error."""
-        from executions.selectors import ExecutionFilters
-        from executions.views import RANGES, list_params
-
         parsed, state = list_params(params)
-        return cls(ExecutionFilters.from_params(parsed), RANGES.get(state["range"]))
+        return cls(selectors.ExecutionFilters.from_params(parsed), RANGES.get(state["range"]))
 
     def now(self) -> Any:
         if self.moving is None:
             return self.filters
-        from django.utils import timezone
-
         return replace(self.filters, created_after=timezone.now() - self.moving)
 
 
@@ -230,22 +230,16 @@ def _same_id(value: Any, wanted: str) -> bool:
 
 
 def _aware(moment: datetime) -> datetime:
-    from django.utils import timezone
-
     return timezone.make_aware(moment, timezone.UTC) if timezone.is_naive(moment) else moment
 
 
 def _json_lookups() -> set[str]:
-    from django.db.models.fields.json import KeyTransform
-
     return set(KeyTransform.get_lookups())
 
 
 def _metadata_matches(metadata: Any, key: str, value: str) -> bool | None:
     """`metadata__<key>=<value>` as the selector builds it: `a__b` is a nested path, a number
     or boolean compares as JSON, anything else as a string."""
-    from executions.selectors import _metadata_value
-
     path = key.split("__")
     if len(path) > 1 and path[-1] in _json_lookups():
         return None
@@ -264,7 +258,7 @@ def _metadata_matches(metadata: Any, key: str, value: str) -> bool | None:
             current = current[index]
         else:
             return False
-    wanted = _metadata_value(value)
+    wanted = selectors.metadata_value(value)
     if isinstance(wanted, bool) or isinstance(current, bool):
         return isinstance(wanted, bool) and isinstance(current, bool) and wanted is current
     if isinstance(wanted, (int, float)):
@@ -286,19 +280,12 @@ def _text_matches(execution: Any, q: str) -> bool:
 
 
 def row_matches_in_database(execution: Any, filters: Any) -> bool:
-    from executions.selectors import execution_list
-
-    selected = execution_list(workspace=execution.workspace, filters=filters)
-    return selected.filter(pk=execution.pk).exists()
+    return selectors.execution_matches(execution=execution, filters=filters)
 
 
 # --- approvals badge ---------------------------------------------------------------------------
 
 
 def nav_count_html(*, workspace_id: Any) -> str:
-    from django.template.loader import render_to_string
-
-    from approvals.models import Approval
-
     count = Approval.objects.filter(workspace_id=workspace_id).pending().count()
     return render_to_string("approvals/_nav_count.html", {"nav_count": count, "oob": True})

@@ -3,14 +3,14 @@
 A page connects to `/ws/live/?page=<kind>&ws=<workspace id>&…`. The consumer checks the session
 user (the origin is checked in config/asgi.py), that the user belongs to the workspace, and for
 an execution or approval page that the object is in it; then it joins only the groups that
-page needs. Group messages carry ids (executions.events); each is turned here into the HTML
+page needs. Group messages carry ids (executions.live.events); each is turned here into the HTML
 fragments of that page, rendered from the page's own template partials, marked
 `hx-swap-oob` so the htmx ws extension swaps them in place.
 
 Rendering is per page kind, not per message type: the list renders a row, the detail page
 its header, timeline entry and waterfall, the inbox an item for this user (who may decide
 differs per person). Each change is loaded and rendered once per process and shared by the
-sockets it concerns (executions.live): a list row by every list page of the workspace, which
+sockets it concerns (executions.live.fanout): a list row by every list page of the workspace, which
 then only decides in memory whether its filters take the row in; a decision panel or an inbox
 item by the sockets of the same user and role.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,7 +31,20 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from executions import events, live
+from approvals.models import Approval
+from executions import selectors
+from executions.live import events, fanout
+from executions.models import Execution, Membership, Transition
+from executions.pages.contexts import (
+    approval_detail_context,
+    approval_panel_context,
+    detail_context,
+    detail_fragments,
+    in_tab,
+    item_context,
+    overview_approvals_context,
+    overview_counts_context,
+)
 
 logger = logging.getLogger("steward.live")
 
@@ -59,7 +73,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.page = self.params.get("page", "other")
         if self.page not in PAGES:
             self.page = "other"
-        problem = await live.in_thread(self._authorise)()
+        problem = await fanout.in_thread(self._authorise)()
         if problem:
             await self.close(code=problem)
             return
@@ -83,7 +97,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Channels' dispatch, without its `aclose_old_connections()` before every message: that
         hops onto Django's one thread for sync code once per message per socket — at 500
         sockets a process, 500 hops per change, with sync views (the Approve POST) queueing
-        behind them. This consumer touches the database only through `live.in_thread`, which
+        behind them. This consumer touches the database only through `fanout.in_thread`, which
         closes its connections around each call itself."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -94,8 +108,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Pages do not talk back on this socket; anything sent is ignored."""
 
     def _authorise(self) -> int | None:
-        from executions.models import Execution, Membership
-
         memberships = Membership.objects.filter(user=self.user).select_related("workspace")
         wanted = self.params.get("ws")
         try:
@@ -118,15 +130,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 return NOT_FOUND
             self.object_id = str(execution.pk)
         elif self.page == "approval":
-            from approvals.models import Approval
-
             approval = _in_workspace(Approval, self.params.get("id"), membership.workspace_id)
             if approval is None:
                 return NOT_FOUND
             self.object_id = str(approval.pk)
         elif self.page == "executions":
             try:
-                self.filters = live.ListFilters.from_params(self.params)
+                self.filters = fanout.ListFilters.from_params(self.params)
             except Exception:  # noqa: BLE001 - bad filters: the page shows the error; no inserts
                 self.filters = None
             since = parse_datetime((self.params.get("since") or "").replace(" ", "+"))
@@ -136,7 +146,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     # --- group messages ----------------------------------------------------------------------
     #
-    # Each handler awaits the process's one load+render of the change (live.shared), then does
+    # Each handler awaits the process's one load+render of the change (fanout.shared), then does
     # only in-memory work for this socket. Keys carry the workspace, and the user and role
     # wherever the fragment depends on who looks.
 
@@ -157,24 +167,26 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _execution_changed(self, message: dict[str, Any]) -> str | None:
         execution_id, step = message.get("execution_id"), message.get("transition_id")
         # A transition id names one change: any load for it is recent enough.
-        fresh = {} if step is not None else {"fresh_after": time.monotonic(), "gather": live.GATHER}
+        fresh = (
+            {} if step is not None else {"fresh_after": time.monotonic(), "gather": fanout.GATHER}
+        )
         if self.page == "executions":
-            row = await live.shared.get(
+            row = await fanout.shared.get(
                 ("row", self.workspace_id, execution_id, step),
-                partial(live.load_row, workspace_id=self.workspace_id, execution_id=execution_id),
+                partial(fanout.load_row, workspace_id=self.workspace_id, execution_id=execution_id),
                 **fresh,
             )
             if row is None:
                 return None
             return row.insert if await self._inserts(row.execution) else row.in_place
         if self.page == "execution" and execution_id == self.object_id:
-            return await live.shared.get(
+            return await fanout.shared.get(
                 ("detail", self.workspace_id, execution_id, step, *self._viewer()),
                 partial(self._detail, message),
                 **fresh,
             )
         if self.page == "overview":
-            return await live.shared.get(
+            return await fanout.shared.get(
                 ("overview", self.workspace_id, execution_id, step), self._overview, **fresh
             )
         return None
@@ -184,16 +196,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not self.insert or execution.created_at < self.since:
             return False
         filters = self.filters.now()  # "last 24 h" moves with the clock
-        matches = live.row_matches(execution, filters)
+        matches = fanout.row_matches(execution, filters)
         if matches is None:  # a filter only the database can decide
-            matches = await live.in_thread(live.row_matches_in_database)(execution, filters)
+            matches = await fanout.in_thread(fanout.row_matches_in_database)(execution, filters)
         return matches
 
     async def execution_stream(self, message: dict[str, Any]) -> None:
         if self.page != "execution" or message.get("execution_id") != self.object_id:
             return
-        html = await live.shared.get(
-            ("stream", live.message_key(message)),  # rendered from the message alone
+        html = await fanout.shared.get(
+            ("stream", fanout.message_key(message)),  # rendered from the message alone
             partial(_stream_html, message),
         )
         if html:
@@ -204,13 +216,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         # The same approval can send the same message twice (a second vote): only a load that
         # began after this message arrived is known to include its change.
-        fresh = {"fresh_after": time.monotonic(), "gather": live.GATHER}
-        content = live.message_key(message)
+        fresh = {"fresh_after": time.monotonic(), "gather": fanout.GATHER}
+        content = fanout.message_key(message)
         try:
             parts = [
-                await live.shared.get(
+                await fanout.shared.get(
                     ("nav", self.workspace_id, content),
-                    partial(live.nav_count_html, workspace_id=self.workspace_id),
+                    partial(fanout.nav_count_html, workspace_id=self.workspace_id),
                     **fresh,
                 )
             ]
@@ -218,7 +230,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 tab = self.params.get("tab", "all")
                 key = ("approval", self.workspace_id, self.page, self.object_id, tab, content)
                 parts.append(
-                    await live.shared.get(
+                    await fanout.shared.get(
                         (*key, *self._viewer()), partial(self._approval, message), **fresh
                     )
                 )
@@ -229,13 +241,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if html:
             await self.send(text_data=html)
 
-    # --- renderers (run once per change, on the live threads; see executions.live) ----------
+    # --- renderers (run once per change, on the live threads; see fanout) ----------------------
 
     def _detail(self, message: dict[str, Any]) -> str:
-        from executions import selectors
-        from executions.models import Transition
-        from executions.views import detail_context, detail_fragments
-
         execution = selectors.execution_get(workspace=self.workspace, execution_id=self.object_id)
         context = detail_context(
             execution, membership=self.membership, user=self.user, with_events=False
@@ -252,19 +260,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return "".join(parts)
 
     def _overview(self) -> str:
-        from executions.views import overview_counts_context
-
         context = {**overview_counts_context(self.workspace), "oob": True}
         return render_to_string("executions/overview.html#counts", context)
 
     def _approval(self, message: dict[str, Any]) -> str:
         """The page's own part for an approval change (the badge is rendered apart)."""
-        from approvals.models import Approval
-        from approvals.views import detail_context as approval_detail_context
-        from approvals.views import in_tab, item_context
-        from executions.models import Execution
-        from executions.views import approval_panel_context, overview_approvals_context
-
         approval = (
             Approval.objects.select_related("execution__agent", "workspace")
             .prefetch_related("assignee_users", "decisions")
@@ -300,8 +300,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
 
 def _in_workspace(model: Any, object_id: Any, workspace_id: Any) -> Any:
-    import uuid
-
     try:
         pk = uuid.UUID(str(object_id))
     except (TypeError, ValueError):

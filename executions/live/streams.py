@@ -1,18 +1,14 @@
 """Server-sent event streams for programs (PromptRails `stream`, Julep `status.stream`).
 
-Both read the database rather than a channel group: stored ExecutionEvent rows (a replay for a
-late subscriber, then new rows as the worker writes them) and the execution row. Polling by
-primary key is one indexed read per interval, works across processes and machines in every
-topology, and cannot miss an event that was published before the subscriber arrived.
+Both follow the execution through `follow.follow`: stored ExecutionEvent rows (a replay for a
+late subscriber, then new rows as the worker writes them) and the execution row.
 
 Frames use LF line endings and one `data:` line of JSON (the PromptRails parser needs both).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +16,9 @@ from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 
 from executions.lifecycle import TERMINAL, Status
+from executions.live.follow import KEEPALIVE_SECONDS, follow
 from executions.models import Execution, ExecutionEvent
 
-KEEPALIVE_SECONDS = 15.0
-MIN_POLL, MAX_POLL = 0.02, 0.25
 STATUS_STREAM_CAP_SECONDS = 600.0
 
 
@@ -90,42 +85,34 @@ def _closing_frame(row: dict[str, Any]) -> bytes:
 async def execution_events(execution_id: Any) -> AsyncIterator[bytes]:
     """`execution`, then every stored event in order, then live ones; closes after done/error."""
     yield frame("execution", {"execution_id": str(execution_id), "user_message_id": ""})
-    last_id = 0
-    delay = MIN_POLL
-    last_sent = time.monotonic()
-    while True:
-        rows = await _events_after_async(execution_id, last_id)
+    cursor = {"last_id": 0}
+
+    def frames_of(rows: list[tuple[int, str, dict]]) -> tuple[list[bytes], bool]:
+        frames = []
         for event_id, event_type, data in rows:
-            last_id = event_id
+            cursor["last_id"] = event_id
             if event_type == "execution":
                 continue
-            yield frame(event_type, data)
-            last_sent = time.monotonic()
+            frames.append(frame(event_type, data))
             if event_type in {"done", "error"}:
-                return
+                return frames, True
+        return frames, False
+
+    async def step() -> tuple[list[bytes], bool]:
+        rows = await _events_after_async(execution_id, cursor["last_id"])
         if rows:
-            delay = MIN_POLL
-            continue
+            return frames_of(rows)
         row = await _row_async(execution_id)
         if row is None:
-            yield frame("error", {"message": "execution not found (it may have expired)"})
-            return
-        if row["status"] in TERMINAL:
-            # The worker writes done/error in the same transaction as the end: read once more.
-            rows = await _events_after_async(execution_id, last_id)
-            for _, event_type, data in rows:
-                if event_type == "execution":
-                    continue
-                yield frame(event_type, data)
-                if event_type in {"done", "error"}:
-                    return
-            yield _closing_frame(row)
-            return
-        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
-            yield b": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL)
+            return [frame("error", {"message": "execution not found (it may have expired)"})], True
+        if row["status"] not in TERMINAL:
+            return [], False
+        # The worker writes done/error in the same transaction as the end: read once more.
+        frames, done = frames_of(await _events_after_async(execution_id, cursor["last_id"]))
+        return (frames if done else [*frames, _closing_frame(row)]), True
+
+    async for item in follow(step, keepalive=b": keep-alive\n\n"):
+        yield item
 
 
 def status_event(row: dict[str, Any]) -> dict[str, Any]:
@@ -150,23 +137,24 @@ async def status_events(
     execution_id: Any, *, shape: Any = status_event, event: str | None = "status"
 ) -> AsyncIterator[bytes]:
     """One frame per change of the execution row; closes after a terminal status."""
-    last: tuple | None = None
-    delay = MIN_POLL
-    started = last_sent = time.monotonic()
-    while True:
+    last: dict[str, tuple | None] = {"key": None}
+
+    async def step() -> tuple[list[bytes], bool]:
         row = await _row_async(execution_id)
         if row is None:
-            return
+            return [], True
         key = (row["status"], row["transition_count"], row["updated_at"])
-        if key != last:
-            last = key
-            yield frame(event, shape(row))
-            last_sent = time.monotonic()
-            delay = MIN_POLL
-        if row["status"] in TERMINAL or time.monotonic() - started > STATUS_STREAM_CAP_SECONDS:
-            return
-        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
-            yield b": ping\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL)
+        frames = []
+        if key != last["key"]:
+            last["key"] = key
+            frames.append(frame(event, shape(row)))
+        return frames, row["status"] in TERMINAL
+
+    stream = follow(
+        step,
+        max_seconds=STATUS_STREAM_CAP_SECONDS,
+        keepalive=b": ping\n\n",
+        keepalive_seconds=KEEPALIVE_SECONDS,
+    )
+    async for item in stream:
+        yield item

@@ -11,11 +11,14 @@ SSE endpoints turn the same messages into frames for programs.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
+import os
+import threading
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger("steward.events")
@@ -46,25 +49,61 @@ def send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    if _needs_own_loop():
+        _publisher().submit(layer, group, message)
+        return
     try:
-        if _needs_own_loop():
-            _publisher().submit(layer, group, message)
-        else:
-            async_to_sync(layer.group_send)(group, message)
-    except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
-        logger.warning("could not publish to %s", group, exc_info=True)
+        async_to_sync(layer.group_send)(group, message)
+    except Exception as exc:  # noqa: BLE001 - live updates are best effort; the database is the truth
+        layer_health.failed(exc)
+    else:
+        layer_health.worked()
+
+
+class LayerHealth:
+    """Whether the channel layer (Redis) is reachable, as seen by the sends of this process.
+
+    An outage is logged once when it begins and once when it ends, not as a traceback per
+    event: during one, every commit would otherwise log one. Pages need no message from here
+    to catch up: their sockets drop with the layer, and a page that reconnects re-fetches
+    what it missed (static/js)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.lost = 0  # messages not delivered during the current outage
+        self.lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        with self.lock:
+            self.lost += 1
+            if self.down:
+                return
+            self.down = True
+        logger.warning(
+            "live updates paused: the channel layer is unreachable (%s: %s); pages catch up "
+            "when it returns",
+            type(exc).__name__,
+            exc,
+        )
+
+    def worked(self) -> None:
+        if not self.down:  # the common case, without taking the lock
+            return
+        with self.lock:
+            if not self.down:
+                return
+            self.down, lost = False, self.lost
+            self.lost = 0
+        logger.warning("live updates resumed: the channel layer is reachable again (%d lost)", lost)
+
+
+layer_health = LayerHealth()
 
 
 def _needs_own_loop() -> bool:
     """A thread with no server loop to route to (a `worker` process, a management command):
     async_to_sync would start a new event loop — and a new Redis connection — per message."""
-    import os
-
-    from asgiref.sync import SyncToAsync
-
     try:
-        import asyncio
-
         asyncio.get_running_loop()
         return False
     except RuntimeError:
@@ -80,9 +119,6 @@ class _Publisher:
     LANES = 4
 
     def __init__(self) -> None:
-        import asyncio
-        import threading
-
         self.loop = asyncio.new_event_loop()
         self.queues: list[asyncio.Queue] = []
         self.pending = 0
@@ -106,8 +142,10 @@ class _Publisher:
             layer, group, message = await queue.get()
             try:
                 await layer.group_send(group, message)
-            except Exception:  # noqa: BLE001 - best effort, like send()
-                logger.warning("could not publish to %s", group, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - best effort, like send()
+                layer_health.failed(exc)
+            else:
+                layer_health.worked()
             finally:
                 with self.idle:
                     self.pending -= 1
@@ -127,7 +165,7 @@ class _Publisher:
 
 
 _publisher_instance: _Publisher | None = None
-_publisher_lock = __import__("threading").Lock()
+_publisher_lock = threading.Lock()
 
 
 def _publisher() -> _Publisher:
