@@ -5,10 +5,14 @@ worker inside the web process. `DATABASE_URL` switches to PostgreSQL and `REDIS_
 channel layer (the production layout of docs/deploy.md).
 """
 
+import contextlib
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -103,9 +107,22 @@ def _database(url: str | None) -> dict:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = env_bool("DEBUG", True)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Off unless asked for (`make dev` or DEBUG=true): a newcomer running `make up` must never see
+# Django's debug page, which lists every URL pattern and setting.
+DEBUG = env_bool("DEBUG", False)
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
+_public = urlparse(PUBLIC_URL)
+_local_hosts = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+# The host of PUBLIC_URL is always allowed, so setting PUBLIC_URL alone is enough behind a proxy.
+ALLOWED_HOSTS = list(
+    dict.fromkeys(env_list("ALLOWED_HOSTS", _local_hosts) + [_public.hostname or "localhost"])
+)
+CSRF_TRUSTED_ORIGINS = list(
+    dict.fromkeys(
+        env_list("CSRF_TRUSTED_ORIGINS", [])
+        + ([f"{_public.scheme}://{_public.netloc}"] if _public.scheme and _public.netloc else [])
+    )
+)
 
 INSTALLED_APPS = [
     "daphne",
@@ -116,6 +133,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
+    "ninja",  # Swagger UI's files for /api/v1/docs, served from our own static files
     "channels",
     "django_htmx",
     "django_tasks_db",
@@ -125,6 +144,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files first: they need no session, CSP nonce or rate limit.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions and auth: a throttled API call costs one counter hit and nothing else.
+    "executions.ratelimit.RateLimitMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -133,6 +157,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "executions.middleware.WorkspaceMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -147,6 +173,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "executions.context_processors.workspace",
@@ -214,12 +241,16 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
-PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
 
 # Request bodies over this are refused with 413 before they are parsed.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
+AUTHENTICATION_BACKENDS = [
+    # django-axes refuses a locked-out username or address before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -235,6 +266,15 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the files straight from the finders, so `make up` needs no collectstatic;
+# a deployment that runs collectstatic gets the same files from STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+# Our files carry their version in their name (steward-1.0.0.js), so they may be cached long.
+WHITENOISE_MAX_AGE = 0 if DEBUG else 3600
+# WhiteNoise warns at every start when STATIC_ROOT is missing, as it is until a collectstatic.
+with contextlib.suppress(OSError):  # a read-only tree: then the warning is the truth
+    STATIC_ROOT.mkdir(exist_ok=True)
 
 # Django 6.1 mailers. Console output in development; SMTP when EMAIL_HOST is set.
 if os.environ.get("EMAIL_HOST"):
@@ -254,10 +294,69 @@ else:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "steward@localhost")
 
+# --- security (docs/deploy.md, "Security settings") -------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it from the cookie-less meta tag; kept default-safe
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# HTTPS=true (or a https:// PUBLIC_URL) turns on the TLS settings together; each can still be
+# set on its own.
+HTTPS = env_bool("HTTPS", _public.scheme == "https")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks come from the load balancer over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto:https. Only set it
+# when the proxy always sets (and strips clients' own) header, or anyone could claim HTTPS.
+if _proxy_header := os.environ.get("SECURE_PROXY_SSL_HEADER", ""):
+    _name, _, _value = _proxy_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _name.strip().upper().replace("-", "_"),
+        _value.strip() or "https",
+    )
+
+# Content-Security-Policy on every response (Django's ContentSecurityPolicyMiddleware). Scripts
+# only from our origin or with the per-request nonce (htmx_script adds it); no CDN anywhere.
+# Styles allow inline `style=` attributes, which nonces cannot cover; they cannot run code.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],  # includes ws(s):// to this host (the live dashboard)
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+
+# --- abuse ----------------------------------------------------------------------------------
+# API rate limit per key (per address for calls without one), in the `limits` notation: the
+# default, 500 per 10 seconds, sustains 50 req/s and lets a client burst. Counted in Redis when
+# REDIS_URL is set (shared by every process), in memory otherwise. RATE_LIMIT=off disables it.
+RATE_LIMIT = os.environ.get("RATE_LIMIT", "500/10 seconds")
+RATE_LIMIT_STORAGE = os.environ.get("RATE_LIMIT_STORAGE", REDIS_URL or "memory://")
+
+# Login lockout (django-axes): after LOGIN_FAILURE_LIMIT failures for one username or from one
+# address, further attempts are refused for LOGIN_LOCKOUT_MINUTES. Admins unlock from Settings →
+# Members or with `manage.py axes_reset_username <name>` / `axes_reset_ip <address>`.
+AXES_ENABLED = env_bool("LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "executions.lockout.lockout_response"
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "executions.ratelimit.client_address"
+# Behind N proxies that each append to X-Forwarded-For, the client is the Nth address from the
+# right; without proxies the header is the client's own claim and is ignored.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 LOGGING = {
     "version": 1,

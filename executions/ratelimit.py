@@ -1,0 +1,189 @@
+"""API rate limits per key, answered in each face's own error shape.
+
+Every call to an API face (`/api/`, `/julep`, `/moderately`, `/discuro`) counts against a limit
+per API key, or per client address when it carries no key (`settings.RATE_LIMIT`, in the
+notation of the `limits` library; default 500 per 10 seconds: 50 req/s sustained, bursts
+allowed). The counter is `limits`' sliding window counter, kept in Redis when REDIS_URL is set
+(so the limit holds across every web process) and in memory in the embedded topology.
+
+Cheap on purpose: it runs before sessions and authentication, reads the key from the headers
+without looking it up (the counter is keyed by a hash of the presented key, never the key), and
+costs one Redis round trip; a refused call costs a second one to tell the client when to come
+back (`Retry-After`, whole seconds, which every SDK we speak parses).
+
+If Redis is unreachable the limit is not enforced (fail open: the API matters more than its
+throttle) and the outage is logged once, as is the recovery; meanwhile Redis is only retried
+every few seconds so requests do not each wait for a connect timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from limits import RateLimitItem, parse, storage, strategies
+
+from executions.compat import common, discuro, julep, moderately
+
+logger = logging.getLogger("steward.ratelimit")
+
+OFF = {"", "0", "off", "none", "false", "no"}
+# After a storage failure, skip the storage (allow) for this long before trying it again.
+RETRY_STORAGE_SECONDS = 5.0
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: REMOTE_ADDR, or behind TRUSTED_PROXY_COUNT proxies the address
+    the outermost trusted proxy saw (the Nth entry from the right of X-Forwarded-For).
+    Also django-axes' AXES_CLIENT_IP_CALLABLE, so lockouts and limits agree on who is who."""
+    count = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    if count:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        hops = [h for h in hops if h]
+        if len(hops) >= count:
+            return hops[-count]
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def identity(request: HttpRequest) -> str:
+    """Who a call counts against: a hash of its API key (X-API-Key or Bearer), else its address."""
+    key = request.META.get("HTTP_X_API_KEY", "")
+    if not key:
+        auth = request.META.get("HTTP_AUTHORIZATION", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    if key:
+        return "k:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return "a:" + client_address(request)
+
+
+# --- 429 in each face's shape -----------------------------------------------------------------
+
+
+def _message(limit: RateLimitItem, retry_after: int) -> str:
+    return f"rate limit exceeded ({limit}); retry in {retry_after} s"
+
+
+def _native(request: HttpRequest, limit: RateLimitItem, retry_after: int) -> HttpResponse:
+    return JsonResponse(
+        {
+            "error": _message(limit, retry_after),
+            "code": "rate_limited",
+            "details": {"limit": str(limit), "retry_after": retry_after},
+        },
+        status=429,
+    )
+
+
+def _julep(request: HttpRequest, limit: RateLimitItem, retry_after: int) -> HttpResponse:
+    response = julep.render_error(
+        request, common.Problem(429, _message(limit, retry_after), "rate_limited")
+    )
+    # The face says "do not retry" for its other errors; a 429 is exactly what to retry.
+    response["x-should-retry"] = "true"
+    return response
+
+
+def _moderately(request: HttpRequest, limit: RateLimitItem, retry_after: int) -> HttpResponse:
+    return moderately.render_error(
+        request, common.Problem(429, _message(limit, retry_after), "rate_limited")
+    )
+
+
+def _discuro(request: HttpRequest, limit: RateLimitItem, retry_after: int) -> HttpResponse:
+    return discuro.error(_message(limit, retry_after), status=429)
+
+
+FACES: tuple[tuple[str, Callable[[HttpRequest, RateLimitItem, int], HttpResponse]], ...] = (
+    ("/api/", _native),
+    ("/julep", _julep),
+    ("/moderately", _moderately),
+    ("/discuro", _discuro),
+)
+
+
+# --- the limiter ------------------------------------------------------------------------------
+
+
+class Limiter:
+    """One `limits` limiter over one storage, failing open (and logging once) when it breaks."""
+
+    def __init__(self, spec: str, uri: str) -> None:
+        self.item = parse(spec)
+        options = {}
+        if uri.startswith(("redis://", "rediss://")):
+            # Short timeouts: a hung Redis must cost a request milliseconds, not seconds.
+            options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+        self.storage = storage.storage_from_string(uri, **options)
+        self.strategy = strategies.SlidingWindowCounterRateLimiter(self.storage)
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._skip_until = 0.0
+
+    def check(self, who: str) -> int | None:
+        """None when the call may go ahead, else the seconds to wait."""
+        if self._skip_until and time.monotonic() < self._skip_until:
+            return None
+        try:
+            if self.strategy.hit(self.item, "api", who):
+                self._recovered()
+                return None
+            stats = self.strategy.get_window_stats(self.item, "api", who)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: allow, log once
+            self._failed(exc)
+            return None
+        self._recovered()
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self._skip_until = time.monotonic() + RETRY_STORAGE_SECONDS
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                logger.warning(
+                    "rate limit storage unavailable (%s: %s); not enforcing limits until it is up",
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _recovered(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            if self._down_since is not None:
+                logger.warning(
+                    "rate limit storage is back after %.0f s; enforcing limits again",
+                    time.monotonic() - self._down_since,
+                )
+                self._down_since = None
+                self._skip_until = 0.0
+
+
+class RateLimitMiddleware:
+    """Refuse an API call over its key's limit with 429 + Retry-After, before anything else."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        spec = str(getattr(settings, "RATE_LIMIT", "") or "").strip()
+        if spec.lower() in OFF:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.limiter = Limiter(spec, settings.RATE_LIMIT_STORAGE)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path
+        for prefix, render in FACES:
+            if path.startswith(prefix):
+                retry_after = self.limiter.check(identity(request))
+                if retry_after is not None:
+                    response = render(request, self.limiter.item, retry_after)
+                    response["Retry-After"] = str(retry_after)
+                    return response
+                break
+        return self.get_response(request)
