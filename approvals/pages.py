@@ -34,7 +34,16 @@ from executions.pages.approval_contexts import (
     item_context,
     panel_context,
 )
-from executions.pages.base import base_context, page, settings_context
+from executions.pages.base import base_context, page, safe_next, settings_context
+from executions.pages.forms import (
+    BulkDecisionForm,
+    CommentForm,
+    DecisionForm,
+    WebhookActionForm,
+    WebhookCreateForm,
+    add_service_errors,
+    first_error,
+)
 
 TABS = {
     "mine": "Assigned to me",
@@ -101,32 +110,16 @@ def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
     approval = _get(request, approval_id)
     if not role_at_least(request.membership.role, Role.REVIEWER):
         raise PermissionDenied("viewers cannot decide approvals")
-    decision = request.POST.get("decision", "")
-    reason = request.POST.get("reason", "").strip()
-    payload = None
-    response = None
+    form = DecisionForm(request.POST, options=approval.options)
     extra: dict[str, Any] = {}
     field_errors: dict[str, list[str]] = {}
-    if decision == "edit":
-        text = request.POST.get("payload", "")
-        extra["payload_text"] = text
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            field_errors["payload"] = [f"not valid JSON: {exc}"]
-    respond_form = None
-    if decision == "respond":
-        respond_form = SchemaForm(request.POST, schema=approval.response_schema, prefix="respond")
-        respond_form.error_prefix = "response"
-        if not approval.response_schema:
-            response = request.POST.get("response_text", "").strip() or None
-        elif respond_form.is_valid():
-            response = respond_form.value()
-        else:
-            field_errors["response"] = ["fix the fields below"]
-        extra["respond_form"] = respond_form
-    chosen = request.POST.getlist("option")
-    options = [_option_value(approval, c) for c in chosen] if chosen else None
+    decision, reason, answers = "", "", {}
+    if form.is_valid():
+        decision, reason = form.cleaned_data["decision"], form.cleaned_data["reason"]
+        answers = _answers(request, approval, form, extra, field_errors)
+    else:
+        for name, errors in form.errors.items():
+            field_errors.setdefault("decision" if name == "__all__" else name, []).extend(errors)
     status = 200
     if not field_errors:
         try:
@@ -135,25 +128,15 @@ def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
                 actor=Actor.for_user(request.user),
                 decision=decision,
                 reason=reason,
-                payload=payload,
-                response=response,
-                options=options,
-                idempotency_key=request.POST.get("idempotency_key") or None,
+                options=[_option_value(approval, c) for c in form.cleaned_data["option"]] or None,
+                idempotency_key=form.cleaned_data["idempotency_key"] or None,
                 role=request.membership.role,
+                **answers,
             )
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except ValidationFailed as exc:
-            for problem in exc.details or []:
-                where = str(problem.get("field", ""))
-                if where.startswith("response.") and respond_form is not None:
-                    respond_form.add_schema_error(where, problem["message"])
-                    field_errors.setdefault("response", ["fix the fields below"])
-                else:
-                    key = where.split(".")[0].split("[")[0] or "decision"
-                    label = where if where != key else ""
-                    message = f"{label}: {problem['message']}" if label else problem["message"]
-                    field_errors.setdefault(key, []).append(message)
+            _place_errors(exc, extra, field_errors)
             status = 422
         except (Conflict, IllegalTransition) as exc:
             extra["conflict"] = getattr(exc, "message", str(exc))
@@ -168,7 +151,8 @@ def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
             messages.error(request, extra["conflict"])
         else:
             messages.error(request, "; ".join(m for ms in field_errors.values() for m in ms))
-        return redirect(request.POST.get("next") or reverse("approval_detail", args=[approval.pk]))
+        target = safe_next(request, reverse("approval_detail", args=[approval.pk]))
+        return redirect(target)
     context = panel_context(approval, request.membership, request.user, **extra)
     context.update(
         {
@@ -177,10 +161,67 @@ def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
             "open_form": decision if status != 200 else "",
             "just_decided": status == 200,
             "oob": False,
-            "context_page": request.POST.get("context_page", ""),
+            "context_page": form.cleaned_data.get("context_page", "") if form.is_bound else "",
         }
     )
     return render(request, "approvals/_panel.html#panel", context, status=status)
+
+
+def _answers(
+    request: HttpRequest,
+    approval: Approval,
+    form: DecisionForm,
+    extra: dict[str, Any],
+    field_errors: dict[str, list[str]],
+) -> dict[str, Any]:
+    """The edited payload or the response a decision carries, read from its own form."""
+    decision = form.cleaned_data["decision"]
+    if decision == "edit":
+        if form.cleaned_data["edit_mode"] == "fields" and approval.payload_schema:
+            edit_form = SchemaForm(request.POST, schema=approval.payload_schema, prefix="edit")
+            edit_form.error_prefix = "payload"
+            extra["edit_form"] = edit_form
+            if edit_form.is_valid():
+                return {"payload": edit_form.value()}
+            field_errors["payload"] = ["fix the fields below"]
+            return {}
+        text = form.cleaned_data["payload"]
+        extra["payload_text"] = text
+        extra["edit_mode"] = "json"
+        try:
+            return {"payload": json.loads(text)}
+        except ValueError as exc:
+            field_errors["payload"] = [f"not valid JSON: {exc}"]
+            return {}
+    if decision == "respond":
+        respond_form = SchemaForm(request.POST, schema=approval.response_schema, prefix="respond")
+        respond_form.error_prefix = "response"
+        extra["respond_form"] = respond_form
+        if not approval.response_schema:
+            return {"response": form.cleaned_data["response_text"] or None}
+        if respond_form.is_valid():
+            return {"response": respond_form.value()}
+        field_errors["response"] = ["fix the fields below"]
+    return {}
+
+
+def _place_errors(
+    exc: ValidationFailed, extra: dict[str, Any], field_errors: dict[str, list[str]]
+) -> None:
+    """The service's field errors next to the fields they name (`payload.arguments.amount`)."""
+    for problem in exc.details or []:
+        where = str(problem.get("field", ""))
+        schema_form = extra.get("respond_form") if where.startswith("response.") else None
+        if where.startswith("payload.") and extra.get("edit_form") is not None:
+            schema_form = extra["edit_form"]
+        if schema_form is not None:
+            schema_form.add_schema_error(where, problem["message"])
+            field_errors.setdefault(where.split(".")[0], ["fix the fields below"])
+            continue
+        key = where.split(".")[0].split("[")[0] or "decision"
+        label = where if where != key else ""
+        message = f"{label}: {problem['message']}" if label else problem["message"]
+        field_errors.setdefault(key, []).append(message)
 
 
 def _option_value(approval: Approval, raw: str) -> Any:
@@ -201,24 +242,21 @@ def _verb(decision: str) -> str:
 def approval_bulk(request: HttpRequest) -> HttpResponse:
     if not role_at_least(request.membership.role, Role.REVIEWER):
         raise PermissionDenied("viewers cannot decide approvals")
-    ids = [i for i in request.POST.getlist("ids") if i]
-    decision = request.POST.get("decision", "")
-    if decision not in {"approve", "reject"}:
-        messages.error(request, "Choose approve or reject.")
-        return redirect(request.POST.get("next") or reverse("approval_inbox"))
-    found, missing = [], []
-    for ref in ids:
-        try:
-            found.append(_get(request, ref))
-        except NotFound:
-            missing.append(ref)
+    form = BulkDecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, first_error(form).removeprefix("Decision: "))
+        return redirect(safe_next(request, reverse("approval_inbox")))
+    decision = form.cleaned_data["decision"]
+    found, missing = approval_selectors.approvals_by_ids(
+        workspace=request.workspace, ids=[i for i in form.cleaned_data["ids"] if i]
+    )
     try:
         results = services.approval_bulk_decide(
             approvals=found,
             missing=missing,
             actor=Actor.for_user(request.user),
             decision=decision,
-            reason=request.POST.get("reason", ""),
+            reason=form.cleaned_data["reason"],
             role=request.membership.role,
         )
     except ValidationFailed as exc:
@@ -230,23 +268,28 @@ def approval_bulk(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"{_verb(decision)} {len(ok)} approval(s).")
     for item in failed[:5]:
         messages.error(request, f"{item['id'][:8]}…: {item.get('error', item['result'])}")
-    tab = request.POST.get("tab") or ""
-    return redirect(reverse("approval_inbox") + (f"?tab={tab}" if tab else ""))
+    tab = form.cleaned_data["tab"]
+    return redirect(reverse("approval_inbox") + (f"?tab={tab}" if tab in TABS else ""))
 
 
 @page
 @require_POST
 def approval_comment(request: HttpRequest, approval_id: str) -> HttpResponse:
     approval = _get(request, approval_id)
+    form = CommentForm(request.POST)
     error = ""
     try:
         services.approval_comment_add(
-            approval=approval, actor=Actor.for_user(request.user), body=request.POST.get("body", "")
+            approval=approval,
+            actor=Actor.for_user(request.user),
+            body=form.cleaned_data["body"] if form.is_valid() else "",
         )
     except ValidationFailed as exc:
         error = exc.message
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
+    if form.errors:
+        error = first_error(form)
     if not request.htmx:
         if error:
             messages.error(request, error)
@@ -258,59 +301,49 @@ def approval_comment(request: HttpRequest, approval_id: str) -> HttpResponse:
 
 # --- settings: webhooks (admins) -------------------------------------------------------------
 
+NEW_HOOK = "steward.new_webhook"
+
 
 @page
 def settings_webhooks(request: HttpRequest) -> HttpResponse:
+    """Post/redirect/get: a new webhook's signing secret is shown once, on the page the
+    redirect lands on (the session remembers which webhook was just created)."""
     context = settings_context(request, "webhooks", events=notifications.EVENTS)
     status = 200
     if request.method == "POST":
-        action = request.POST.get("action")
-        try:
-            if action == "create":
-                events = request.POST.getlist("events") or ["*"]
-                hook = notifications.webhook_create(
-                    workspace=request.workspace,
-                    url=request.POST.get("url", "").strip(),
-                    events=events,
-                    description=request.POST.get("description", ""),
-                )
-                context["created_hook"] = hook
-            else:
-                hook = approval_selectors.webhook_get(
-                    workspace=request.workspace, webhook_id=request.POST.get("webhook_id")
-                )
-                if action == "delete":
-                    notifications.webhook_delete(webhook=hook)
-                    messages.success(request, f"Deleted the webhook to {hook.url}.")
-                elif action == "toggle":
-                    notifications.webhook_update(webhook=hook, data={"active": not hook.active})
-                    state = "enabled" if hook.active else "paused"
-                    messages.success(request, f"Webhook to {hook.url} {state}.")
-                elif action == "ping":
-                    notifications.webhook_ping(webhook=hook)
-                    messages.success(request, f"Sent a ping to {hook.url}; see the log below.")
-                elif action == "redeliver":
-                    delivery = notifications.delivery_get(
-                        webhook=hook, delivery_id=request.POST.get("delivery_id")
+        if request.POST.get("action") == "create":
+            form = WebhookCreateForm(request.POST, events=notifications.EVENTS)
+            if form.is_valid():
+                try:
+                    hook = notifications.webhook_create(
+                        workspace=request.workspace, **form.cleaned_data
                     )
-                    notifications.webhook_redeliver(delivery=delivery)
-                    messages.success(request, f"Queued {delivery.event} again.")
-                return redirect(reverse("settings_webhooks") + f"?hook={hook.pk}")
-        except (ValidationFailed, NotFound) as exc:
-            context["form_error"] = exc.message
-            context["form_data"] = request.POST
-            status = 422
+                except ValidationFailed as exc:
+                    add_service_errors(form, exc)
+                else:
+                    request.session[NEW_HOOK] = str(hook.pk)
+                    return redirect(reverse("settings_webhooks") + f"?hook={hook.pk}")
+        else:
+            form = WebhookActionForm(request.POST)
+            if form.is_valid():
+                try:
+                    hook = _webhook_action(request, **form.cleaned_data)
+                except (ValidationFailed, NotFound) as exc:
+                    add_service_errors(form, exc)
+                else:
+                    return redirect(reverse("settings_webhooks") + f"?hook={hook.pk}")
+        context["form_error"] = first_error(form)
+        context["form_data"] = request.POST
+        status = 422
     hooks = list(approval_selectors.webhook_list(workspace=request.workspace))
-    selected = None
+    created = request.session.pop(NEW_HOOK, None)
     wanted = request.GET.get("hook")
-    for hook in hooks:
-        if str(hook.pk) == wanted:
-            selected = hook
-    selected = selected or (hooks[0] if hooks else None)
+    selected = next((h for h in hooks if str(h.pk) == wanted), hooks[0] if hooks else None)
     context.update(
         {
             "hooks": hooks,
             "selected": selected,
+            "created_hook": next((h for h in hooks if str(h.pk) == created), None),
             "deliveries": list(
                 approval_selectors.delivery_list(webhook=selected).prefetch_related("log")[:50]
             )
@@ -319,3 +352,22 @@ def settings_webhooks(request: HttpRequest) -> HttpResponse:
         }
     )
     return render(request, "settings/webhooks.html", context, status=status)
+
+
+def _webhook_action(request: HttpRequest, *, action: str, webhook_id: Any, delivery_id: Any) -> Any:
+    hook = approval_selectors.webhook_get(workspace=request.workspace, webhook_id=webhook_id)
+    if action == "delete":
+        notifications.webhook_delete(webhook=hook)
+        messages.success(request, f"Deleted the webhook to {hook.url}.")
+    elif action == "toggle":
+        notifications.webhook_update(webhook=hook, data={"active": not hook.active})
+        state = "enabled" if hook.active else "paused"
+        messages.success(request, f"Webhook to {hook.url} {state}.")
+    elif action == "ping":
+        notifications.webhook_ping(webhook=hook)
+        messages.success(request, f"Sent a ping to {hook.url}; see the log below.")
+    elif action == "redeliver":
+        delivery = notifications.delivery_get(webhook=hook, delivery_id=delivery_id)
+        notifications.webhook_redeliver(delivery=delivery)
+        messages.success(request, f"Queued {delivery.event} again.")
+    return hook

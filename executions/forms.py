@@ -1,6 +1,7 @@
 """Forms generated from JSON Schema (Run an agent, Resume with input, Respond to an approval).
 
-Each top-level property of an object schema becomes a field of the matching kind: a string is a
+Each top-level property of an object schema (and each property of an object nested one level
+down, like a tool call's `arguments`) becomes a field of the matching kind: a string is a
 text input (a textarea when long, a select when it has an enum, a date/time input for those
 formats), integer and number are number inputs, boolean a checkbox, and objects or arrays a
 JSON textarea. The value assembled from the fields is then checked against the whole schema
@@ -137,10 +138,52 @@ def _field_for(name: str, prop: dict[str, Any], required: bool) -> forms.Field:
     return field
 
 
-class SchemaForm(forms.Form):
-    """A form for one JSON Schema. `value()` is the assembled JSON once `is_valid()`."""
+NESTED = "__"  # field name of a nested property: "arguments__amount" for arguments.amount
 
-    def __init__(self, *args: Any, schema: dict[str, Any] | None, prefix: str = "", **kwargs: Any):
+
+def _flat_props(props: dict[str, Any], required: set[str]) -> list[tuple[str, dict, bool]]:
+    """(field name, property, required) for every property, one level of nested objects with
+    their own properties opened into fields of their own (a tool call's `arguments`)."""
+    flat = []
+    for name, prop in props.items():
+        prop = prop if isinstance(prop, dict) else {}
+        inner = prop.get("properties")
+        if _types(prop)[0] == "object" and isinstance(inner, dict) and inner:
+            inner_required = set(prop.get("required") or [])
+            for key, sub in inner.items():
+                sub = dict(sub) if isinstance(sub, dict) else {}
+                sub.setdefault("title", f"{_label(name, prop)} · {_label(key, sub).lower()}")
+                needed = name in required and key in inner_required
+                flat.append((f"{name}{NESTED}{key}", sub, needed))
+        else:
+            flat.append((name, prop, name in required))
+    return flat
+
+
+def _initial(prop: dict[str, Any], value: Any) -> Any:
+    """A JSON value as the initial value of its field."""
+    if "enum" in prop or _types(prop)[0] in {"object", "array", "any"}:
+        return json.dumps(value, indent=2 if isinstance(value, dict | list) else None)
+    return value
+
+
+def _number(value: Decimal) -> int | float:
+    # 180 stays 180, not 180.0: a whole number is an int in JSON whatever the schema's type.
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+class SchemaForm(forms.Form):
+    """A form for one JSON Schema. `value()` is the assembled JSON once `is_valid()`;
+    `value=` fills the fields from an existing JSON value (editing a payload)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        schema: dict[str, Any] | None,
+        prefix: str = "",
+        value: Any = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, prefix=prefix or None, **kwargs)
         self.schema = schema or {}
         self.error_prefix = "input"
@@ -160,11 +203,13 @@ class SchemaForm(forms.Form):
                 help_text="Any JSON value this agent accepts.",
             )
             return
-        required = set(self.schema.get("required") or [])
-        for name, prop in props.items():
-            self.fields[name] = _field_for(
-                name, prop if isinstance(prop, dict) else {}, name in required
-            )
+        for name, prop, required in _flat_props(props, set(self.schema.get("required") or [])):
+            self.fields[name] = _field_for(name.split(NESTED)[-1], prop, required)
+            if isinstance(value, dict):
+                head, _, key = name.partition(NESTED)
+                inner = value.get(head) if key else value
+                if isinstance(inner, dict) and (key or head) in inner:
+                    self.initial[name] = _initial(prop, inner[key or head])
 
     def value(self) -> Any:
         data = self.cleaned_data
@@ -174,21 +219,19 @@ class SchemaForm(forms.Form):
                 {} if parsed is None and self.schema.get("type", "object") == "object" else parsed
             )
         result: dict[str, Any] = {}
-        props = self.schema.get("properties") or {}
         for name in self.fields:
             value = data.get(name)
             if value is None or value == "":
                 continue
-            kind = _types(props.get(name) or {})[0]
             if isinstance(value, Decimal):
-                value = (
-                    int(value)
-                    if value == value.to_integral_value() and kind == "integer"
-                    else float(value)
-                )
+                value = _number(value)
             if hasattr(value, "isoformat"):
                 value = value.isoformat()
-            result[name] = value
+            head, _, key = name.partition(NESTED)
+            if key:
+                result.setdefault(head, {})[key] = value
+            else:
+                result[name] = value
         return result
 
     def full_clean(self) -> None:
@@ -201,8 +244,9 @@ class SchemaForm(forms.Form):
 
     def add_schema_error(self, path: str, message: str) -> None:
         """Put a server-side violation (e.g. `input.amount`) on the field it names."""
-        name = path.split(".", 1)[1] if "." in path else ""
-        name = name.split(".")[0].split("[")[0]
+        parts = [p.split("[")[0] for p in path.split(".")[1:]]
+        nested = NESTED.join(parts[:2])
+        name = nested if nested in self.fields else (parts[0] if parts else "")
         target = name if name in self.fields else (JSON_FIELD if self.raw_json else None)
         if target and target in self.fields:
             if target not in self.errors or message not in self.errors[target]:

@@ -18,6 +18,7 @@ from executions.errors import ValidationFailed
 from executions.forms import SchemaForm
 from executions.models import Role
 from executions.pages.base import actor, base_context, htmx_redirect, page, require_role
+from executions.pages.forms import RunOptionsForm
 
 
 @page
@@ -49,14 +50,15 @@ def agent_detail(request: HttpRequest, agent_id: str) -> HttpResponse:
     if request.method == "POST":
         require_role(request, Role.REVIEWER)
         form = SchemaForm(request.POST, schema=schema, prefix="run")
-        if form.is_valid():
+        options = RunOptionsForm(request.POST)
+        if form.is_valid() and options.is_valid():
             try:
                 execution, _ = services.execution_start(
                     workspace=request.workspace,
                     agent=agent,
                     input=form.value(),
                     version=chosen,
-                    session_id=request.POST.get("session_id") or None,
+                    session_id=options.cleaned_data["session_id"] or None,
                     metadata={"source": "dashboard"},
                     actor=actor(request),
                 )

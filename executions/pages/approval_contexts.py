@@ -140,6 +140,12 @@ def panel_context(
         respond_form = SchemaForm(schema=approval.response_schema, prefix="respond")
     if respond_form is not None:
         respond_form.error_prefix = "response"
+    edit_form = extra.pop("edit_form", None)
+    if edit_form is None and "edit" in allowed and _has_fields(approval.payload_schema):
+        # The payload's schema as form fields; the JSON editor stays as the advanced option.
+        edit_form = SchemaForm(
+            schema=approval.payload_schema, prefix="edit", value=approval.payload
+        )
     return {
         "approval": approval,
         "decisions": decisions,
@@ -157,6 +163,8 @@ def panel_context(
         "payload_text": extra.pop("payload_text", None)
         or json.dumps(approval.payload, indent=2, ensure_ascii=False),
         "respond_form": respond_form,
+        "edit_form": edit_form,
+        "edit_mode": extra.pop("edit_mode", "fields" if edit_form is not None else "json"),
         "assignee_names": [u.get_username() for u in approval.assignee_users.all()],
         "decided_by": approval.decided_by_label or (last.actor_label if last else ""),
         "decided_by_other": bool(
@@ -167,6 +175,10 @@ def panel_context(
         "membership": membership,
         **extra,
     }
+
+
+def _has_fields(schema: Any) -> bool:
+    return isinstance(schema, dict) and bool(schema.get("properties"))
 
 
 def item_context(approval: Approval, membership: Membership, user: Any) -> dict[str, Any]:

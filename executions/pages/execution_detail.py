@@ -25,6 +25,7 @@ from executions.pages.base import (
     require_role,
 )
 from executions.pages.contexts import detail_context, detail_fragments
+from executions.pages.forms import ReasonForm
 
 
 @page
@@ -59,9 +60,9 @@ def _operate(request: HttpRequest, execution_id: str, action: Callable[[Executio
 @require_POST
 def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
     def cancel(execution: Execution) -> HttpResponse:
-        services.execution_cancel(
-            execution=execution, actor=actor(request), reason=request.POST.get("reason", "")
-        )
+        form = ReasonForm(request.POST)
+        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        services.execution_cancel(execution=execution, actor=actor(request), reason=reason)
         messages.success(request, "Execution cancelled.")
         return htmx_redirect(request, reverse("execution_detail", args=[execution.pk]))
 

@@ -19,6 +19,7 @@ from executions.lifecycle import ALL_STATUSES
 from executions.models import Execution, Role
 from executions.pages.base import base_context, page, require_role
 from executions.pages.contexts import RANGE_LABELS, RANGES, list_params, row_html
+from executions.pages.forms import SavedViewForm
 
 PAGE_SIZE = 50
 SORTABLE = {"created_at", "duration_ms", "cost", "started_at"}
@@ -142,11 +143,13 @@ def _parse_since(value: str | None) -> datetime:
 @page
 @require_POST
 def savedview_create(request: HttpRequest) -> HttpResponse:
-    query = request.POST.get("query", "")
+    form = SavedViewForm(request.POST)
+    form.is_valid()  # both fields are optional text: the service names what is wrong
+    query = form.cleaned_data.get("query", "")
     try:
         view = services.savedview_create(
             workspace=request.workspace,
-            name=request.POST.get("name", ""),
+            name=form.cleaned_data.get("name", ""),
             query=query,
             created_by=request.user,
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -15,17 +13,18 @@ from django.views.decorators.http import require_POST
 from executions.middleware import SESSION_KEY
 from executions.models import Membership
 from executions.pages.base import safe_next
+from executions.pages.forms import WorkspaceSwitchForm
 
 
 @login_required
 @require_POST
 def workspace_switch(request: HttpRequest) -> HttpResponse:
-    wanted = request.POST.get("workspace", "")
+    form = WorkspaceSwitchForm(request.POST)
     membership = (
-        Membership.objects.filter(user=request.user, workspace_id=wanted)
+        Membership.objects.filter(user=request.user, workspace_id=form.cleaned_data["workspace"])
         .select_related("workspace")
         .first()
-        if _is_uuid(wanted)
+        if form.is_valid()
         else None
     )
     if membership is None:
@@ -38,11 +37,3 @@ def workspace_switch(request: HttpRequest) -> HttpResponse:
         if nxt.startswith(prefix) and nxt.rstrip("/") != prefix.rstrip("/"):
             nxt = prefix
     return redirect(nxt)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

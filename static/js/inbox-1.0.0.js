@@ -39,11 +39,19 @@
       window.Steward.toast("You cannot decide this approval.", "error");
       return;
     }
-    var reason = "";
     if (decision === "reject") {
-      reason = window.prompt("Reject “" + item.querySelector(".title").textContent + "”? Reason (optional):", "");
-      if (reason === null) return;
+      // An in-page dialog (pages-1.0.0.js) with a reason field, instead of window.prompt.
+      window.Steward.ask({
+        title: "Reject “" + item.querySelector(".title").textContent + "”?",
+        confirmLabel: "Reject",
+        reason: true,
+      }).then(function (answer) { if (answer) send(item, decision, answer.reason); });
+      return;
     }
+    send(item, decision, "");
+  }
+
+  function send(item, decision, reason) {
     var body = new URLSearchParams({ decision: decision, reason: reason });
     fetch(item.dataset.decideUrl, {
       method: "POST",
@@ -72,13 +80,7 @@
     var chosen = selected();
     var form = document.querySelector("[data-bulk-form]");
     if (chosen.length && form) {
-      var verb = decision === "approve" ? "Approve" : "Reject";
-      if (!window.confirm(verb + " " + chosen.length + " selected approval" + (chosen.length === 1 ? "" : "s") + "?")) return;
-      var input = document.createElement("input");
-      input.type = "hidden"; input.name = "decision"; input.value = decision;
-      form.appendChild(input);
-      form.dataset.confirmed = "1";
-      form.submit();
+      askBulk(form, decision, chosen.length);
       return;
     }
     var item = focused();
@@ -113,9 +115,31 @@
   document.addEventListener("submit", function (evt) {
     var form = evt.target;
     if (!form.matches("[data-bulk-form]") || form.dataset.confirmed === "1") return;
-    var n = selected().length;
-    var verb = evt.submitter && evt.submitter.value === "reject" ? "Reject" : "Approve";
-    if (!window.confirm(verb + " " + n + " selected approval" + (n === 1 ? "" : "s") + "?")) evt.preventDefault();
+    evt.preventDefault();
+    askBulk(form, evt.submitter && evt.submitter.value === "reject" ? "reject" : "approve", selected().length);
   });
+
+  function askBulk(form, decision, n) {
+    var verb = decision === "approve" ? "Approve" : "Reject";
+    window.Steward.ask({
+      title: verb + " " + n + " selected approval" + (n === 1 ? "" : "s") + "?",
+      confirmLabel: verb,
+      danger: decision !== "approve",
+      reason: true,
+    }).then(function (answer) {
+      if (!answer) return;
+      var input = form.querySelector('input[type=hidden][name="decision"]');
+      if (!input) {
+        input = document.createElement("input");
+        input.type = "hidden"; input.name = "decision";
+        form.appendChild(input);
+      }
+      input.value = decision;
+      var reason = form.querySelector('[name="reason"]');
+      if (reason && answer.reason) reason.value = answer.reason;
+      form.dataset.confirmed = "1";
+      form.submit();
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () { focus(items()[0]); updateBulk(); });
 })();

@@ -279,7 +279,11 @@ def test_saved_views_are_shared_with_the_workspace(viewer, teammate, outsider):
 
 def test_an_admin_creates_a_key_shown_once_and_revokes_it(owner):
     page = browser(owner)
-    body = csrf_post(page, "/settings/", {"action": "create", "name": "ci", "role": "viewer"})
+    # Post/redirect/get: the secret is on the page the redirect lands on, and only there.
+    body = csrf_post(
+        page, "/settings/", {"action": "create", "name": "ci", "role": "viewer"}, follow=True
+    )
+    assert body.redirect_chain == [("/settings/", 302)]
     key = ApiKey.objects.get(name="ci")
     text = body.content.decode()
     assert "shown once" in text and f"{key.prefix}_" in text
