@@ -75,7 +75,8 @@ REFUND_DESK: dict[str, Any] = {
                         },
                         "allowed_actions": ["approve", "reject", "edit"],
                         "assignee_roles": ["reviewer", "admin"],
-                        "timeout_seconds": 86400,
+                        # Short, so a demo left running does not keep filling the inbox.
+                        "timeout_seconds": 600,
                         "on_timeout": "reject",
                     }
                 },
@@ -94,6 +95,13 @@ REFUND_DESK: dict[str, Any] = {
                     "amount": "$ _['amount']",
                     "reason": "refund desk",
                 },
+            },
+            {
+                # A refused refund (more than is left on the order…) fails the run, so the demo
+                # shows a failure as one instead of a green Completed.
+                "label": "refund refused",
+                "if": "$ 'error' in _",
+                "then": {"error": "Refund refused: {{ _['error'] }}"},
             },
             {
                 "label": "confirmation note",

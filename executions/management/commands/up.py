@@ -61,7 +61,11 @@ class Command(BaseCommand):
             rate = 0.0 if options["no_demo"] else float(os.environ.get("DEMO_TRAFFIC_RATE", "0.1"))
             if rate > 0:
                 out.write(
-                    f"  Demo traffic: a run every {1 / rate:.0f} s (DEMO_TRAFFIC_RATE=0 stops it)"
+                    f"  Demo traffic: ON, a demo run every {1 / rate:.0f} s; refunds over 100 "
+                    "wait for approval (10 min, then rejected)."
+                )
+                out.write(
+                    "    Turn it off: DEMO_TRAFFIC_RATE=0 make up  (or `manage.py up --no-demo`)"
                 )
             serve(options["host"], options["port"], demo_rate=rate)
 
