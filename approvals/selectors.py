@@ -15,7 +15,7 @@ from approvals.policies import Decider
 from executions.errors import NotFound, ValidationFailed, field_error
 from executions.lifecycle import Status
 from executions.models import Execution, Role, Workspace, role_at_least
-from executions.selectors import _parse_dt, parse_uuid
+from executions.selectors import parse_dt, parse_uuid
 
 TRUE = {"1", "true", "yes", "on"}
 
@@ -55,8 +55,8 @@ class ApprovalFilters:
             ids[key] = value
         overdue_raw = params.get("overdue")
         overdue = None if overdue_raw in (None, "") else str(overdue_raw).lower() in TRUE
-        created_after = _parse_dt(params.get("created_after"), "created_after", errors)
-        created_before = _parse_dt(params.get("created_before"), "created_before", errors)
+        created_after = parse_dt(params.get("created_after"), "created_after", errors)
+        created_before = parse_dt(params.get("created_before"), "created_before", errors)
         if errors:
             raise ValidationFailed("invalid filter", details=errors)
         return cls(

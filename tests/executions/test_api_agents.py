@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from executions import services
+from executions import lifecycle, services
 from executions.models import Agent, AgentVersion, ApiKey
 from tests.conftest import NUMBER_SCHEMA, WORKFLOW_CONFIG
 
@@ -70,7 +70,7 @@ def test_it_refuses_to_delete_an_agent_with_unfinished_executions(owner, agent):
     r = owner.delete(f"/api/v1/agents/{agent.pk}")
     assert r.status_code == 409
     assert r.json()["details"] == {"unfinished_executions": 1}
-    services.execution_cancel(execution=execution, actor=services.lifecycle.SYSTEM)
+    services.execution_cancel(execution=execution, actor=lifecycle.SYSTEM)
     assert owner.delete(f"/api/v1/agents/{agent.pk}").status_code == 204
     assert owner.get(f"/api/v1/agents/{agent.pk}").status_code == 404
 

@@ -1,0 +1,90 @@
+"""Reads, one module per entity. Every query on tenant data is scoped by workspace here, not by
+each caller. The package re-exports the public functions (docs/decisions.md, "Data")."""
+
+from __future__ import annotations
+
+from executions.selectors.agents import (
+    agent_get,
+    agent_get_by_id_or_name,
+    agent_list,
+    agent_run_stats,
+    agent_version_get,
+    agent_workflow_list,
+)
+from executions.selectors.common import (
+    parse_dt,
+    parse_uuid,
+)
+from executions.selectors.executions import (
+    execution_event_list,
+    execution_get,
+    execution_tree,
+    transition_list,
+    transition_recent,
+)
+from executions.selectors.filters import (
+    ExecutionFilters,
+    execution_list,
+    execution_matches,
+    metadata_value,
+)
+from executions.selectors.pagination import (
+    MAX_LIMIT,
+    ORDERABLE,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    execution_page_ordered,
+    keyset_page,
+    order_executions,
+    page_params,
+    paginate,
+)
+from executions.selectors.stats import (
+    execution_daily_cost,
+    execution_duration_percentiles,
+    execution_hourly,
+    execution_stats,
+)
+from executions.selectors.workspaces import (
+    apikey_list,
+    membership_list,
+    savedview_list,
+)
+
+__all__ = [
+    "ExecutionFilters",
+    "MAX_LIMIT",
+    "ORDERABLE",
+    "Page",
+    "agent_get",
+    "agent_get_by_id_or_name",
+    "agent_list",
+    "agent_run_stats",
+    "agent_version_get",
+    "agent_workflow_list",
+    "apikey_list",
+    "decode_cursor",
+    "encode_cursor",
+    "execution_daily_cost",
+    "execution_duration_percentiles",
+    "execution_event_list",
+    "execution_get",
+    "execution_hourly",
+    "execution_list",
+    "execution_matches",
+    "execution_page_ordered",
+    "execution_stats",
+    "execution_tree",
+    "keyset_page",
+    "membership_list",
+    "metadata_value",
+    "order_executions",
+    "page_params",
+    "paginate",
+    "parse_dt",
+    "parse_uuid",
+    "savedview_list",
+    "transition_list",
+    "transition_recent",
+]

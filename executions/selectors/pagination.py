@@ -1,0 +1,180 @@
+"""Orderings and pages of execution lists: numbered pages, and keyset pages (a cursor carrying the
+last row's value and id) that cost the same at any depth."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import F, Q, QuerySet
+
+from executions.errors import BadRequest, ValidationFailed, field_error
+from executions.models import Execution
+
+ORDERABLE = {"created_at", "updated_at", "duration_ms", "cost", "started_at", "completed_at"}
+MAX_LIMIT = 200
+
+
+def order_executions(qs: QuerySet, ordering: str | None, direction: str | None = None) -> QuerySet:
+    field = (ordering or "-created_at").strip()
+    descending = field.startswith("-")
+    field = field.lstrip("-+")
+    if direction:
+        if direction.lower() not in {"asc", "desc"}:
+            raise ValidationFailed(
+                "order direction must be asc or desc",
+                details=[field_error("order_direction", "must be asc or desc")],
+            )
+        descending = direction.lower() == "desc"
+    if field not in ORDERABLE:
+        raise ValidationFailed(
+            f"cannot order by {field!r}",
+            details=[field_error("order_by", f"one of {', '.join(sorted(ORDERABLE))}")],
+        )
+    if field == "created_at":
+        # id is a UUIDv7, so it orders like created_at and breaks ties for keyset paging.
+        return qs.order_by("-id" if descending else "id")
+    nulls = {"nulls_last": True}
+    order = F(field).desc(**nulls) if descending else F(field).asc(**nulls)
+    return qs.order_by(order, "-id" if descending else "id")
+
+
+@dataclass
+class Page:
+    items: list
+    total: int | None
+    page: int
+    limit: int
+    next_cursor: str | None = None
+
+    @property
+    def pages(self) -> int:
+        if self.total is None:
+            return 0
+        return max(1, math.ceil(self.total / self.limit)) if self.total else 0
+
+    def meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"page": self.page, "limit": self.limit}
+        if self.total is not None:
+            meta.update(total=self.total, pages=self.pages)
+        if self.next_cursor is not None or self.total is None:
+            meta["next_cursor"] = self.next_cursor
+        return meta
+
+
+def page_params(params: Any) -> tuple[int, int]:
+    errors = []
+    page = _positive_int(params.get("page"), "page", 1, errors)
+    limit = _positive_int(params.get("limit") or params.get("page_size"), "limit", 20, errors)
+    if limit > MAX_LIMIT:
+        errors.append(field_error("limit", f"must be at most {MAX_LIMIT}"))
+    if errors:
+        raise ValidationFailed("invalid pagination", details=errors)
+    return page, limit
+
+
+def _positive_int(value: Any, field: str, default: int, errors: list) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        errors.append(field_error(field, "must be a positive integer"))
+        return default
+    if number < 1:
+        errors.append(field_error(field, "must be a positive integer"))
+    return number
+
+
+def paginate(qs: QuerySet, *, page: int, limit: int) -> Page:
+    total = qs.order_by().count()
+    items = list(qs[(page - 1) * limit : page * limit])
+    return Page(items=items, total=total, page=page, limit=limit)
+
+
+def encode_cursor(execution: Execution) -> str:
+    return base64.urlsafe_b64encode(str(execution.pk).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return uuid.UUID(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("cursor is not valid", details={"field": "cursor"}) from None
+
+
+def keyset_page(qs: QuerySet, *, cursor: str | None, limit: int, descending: bool = True) -> Page:
+    """Deep pages without COUNT: rows after the cursor's id in created order."""
+    if cursor:
+        anchor = decode_cursor(cursor)
+        qs = qs.filter(pk__lt=anchor) if descending else qs.filter(pk__gt=anchor)
+    qs = qs.order_by("-id" if descending else "id")
+    rows = list(qs[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]) if more and rows else None
+    return Page(items=rows, total=None, page=1, limit=limit, next_cursor=next_cursor)
+
+
+def execution_page_ordered(
+    qs: QuerySet, *, ordering: str | None, cursor: str | None, limit: int
+) -> Page:
+    """Keyset page in any ORDERABLE order: the cursor carries (value, id) of the last row, so a
+    deep page costs the same as the first (no OFFSET, no COUNT). NULLs sort last either way."""
+    field = (ordering or "-created_at").strip()
+    descending = field.startswith("-")
+    field = field.lstrip("-+")
+    if field not in ORDERABLE:
+        raise ValidationFailed(
+            f"cannot order by {field!r}",
+            details=[field_error("ordering", f"one of {', '.join(sorted(ORDERABLE))}")],
+        )
+    if field == "created_at":
+        return keyset_page(qs, cursor=cursor, limit=limit, descending=descending)
+    id_order = "-id" if descending else "id"
+    order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    qs = qs.order_by(order, id_order)
+    if cursor:
+        value, anchor = _decode_value_cursor(cursor)
+        beyond = "lt" if descending else "gt"
+        if value is None:
+            qs = qs.filter(**{f"{field}__isnull": True, f"pk__{beyond}": anchor})
+        else:
+            qs = qs.filter(
+                Q(**{f"{field}__{beyond}": value})
+                | Q(**{field: value, f"pk__{beyond}": anchor})
+                | Q(**{f"{field}__isnull": True})
+            )
+    rows = list(qs[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_value_cursor(getattr(rows[-1], field), rows[-1].pk) if more else None
+    return Page(items=rows, total=None, page=1, limit=limit, next_cursor=next_cursor)
+
+
+def _encode_value_cursor(value: Any, pk: Any) -> str:
+    raw = json.dumps(
+        [
+            value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+            if value is not None
+            else None,
+            str(pk),
+        ]
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_value_cursor(cursor: str) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+        return value, uuid.UUID(pk)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest("cursor is not valid", details={"field": "cursor"}) from None
