@@ -6,20 +6,18 @@ endpoint never delays the "executions" queue the engine works from.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.db import OperationalError
 from django.tasks import task
+from django.utils import timezone
+
+from approvals import notifications, services
 
 
 @task(queue_name="webhooks")
 def deliver_webhook(delivery_id: str) -> None:
-    from datetime import timedelta
-
-    from django.db import OperationalError
-    from django.utils import timezone
-
-    from approvals import notifications
-
     try:
         notifications.webhook_deliver(delivery_id=delivery_id)
     except OperationalError:
@@ -36,8 +34,6 @@ def send_approval_email(
     reason: str = "created",
     roles: list[str] | None = None,
 ) -> int:
-    from approvals import notifications
-
     return notifications.approval_email_send(
         approval_id=approval_id, user_ids=user_ids, reason=reason, roles=roles
     )
@@ -47,8 +43,6 @@ def send_approval_email(
 def approvals_tick() -> dict[str, Any]:
     """Expire and escalate what is due (the worker loop calls the services directly; this task
     exists for deployments that schedule it instead, e.g. from cron)."""
-    from approvals import services
-
     return {
         "expired": services.approvals_expire_due(),
         "escalated": services.approvals_escalate_due(),

@@ -343,6 +343,10 @@ SECURE_CSP = {
 RATE_LIMIT = os.environ.get("RATE_LIMIT", "500/10 seconds")
 RATE_LIMIT_STORAGE = os.environ.get("RATE_LIMIT_STORAGE", REDIS_URL or "memory://")
 
+# Webhooks may only target public addresses (approvals/notifications/targets.py), checked on
+# the resolved address at every delivery; true allows loopback/private receivers (and tests).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+
 # Login lockout (django-axes): after LOGIN_FAILURE_LIMIT failures for one username or from one
 # address, further attempts are refused for LOGIN_LOCKOUT_MINUTES. Admins unlock from Settings →
 # Members or with `manage.py axes_reset_username <name>` / `axes_reset_ip <address>`.

@@ -158,6 +158,13 @@ def asgi_server(transactional_db, settings):
 
 
 @pytest.fixture(autouse=True)
+def _local_webhook_receivers(settings):
+    # Tests receive webhooks on 127.0.0.1, which production refuses (tests/test_hardening
+    # turns this off again to test that).
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     # Real hashing costs ~0.3 s per user; tests do not need its strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -24,13 +24,14 @@ from urllib.parse import urlparse
 
 import httpx
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.models import Approval, DeliveryAttempt, Webhook, WebhookDelivery
+from approvals.models import DeliveryAttempt, Webhook, WebhookDelivery
+from approvals.notifications import targets
 from executions.errors import NotFound, ValidationFailed, field_error
+from executions.selectors import parse_uuid
 
 logger = logging.getLogger("steward.webhooks")
 
@@ -73,6 +74,8 @@ def _check(url: Any, events: Any) -> list[str]:
     parsed = urlparse(str(url or ""))
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
         errors.append(field_error("url", "must be an http:// or https:// URL"))
+    elif blocked := targets.check_at_creation(str(url)):
+        errors.append(field_error("url", blocked))
     if not isinstance(events, list) or not events:
         errors.append(field_error("events", f"a non-empty list of: *, {', '.join(EVENTS)}"))
     else:
@@ -165,7 +168,7 @@ def dispatch(*, workspace_id: Any, event: str, data: dict[str, Any]) -> list[Web
 
 
 def _enqueue(delivery_id: str, *, run_after: Any = None) -> None:
-    from approvals import tasks
+    from approvals import tasks  # inside: tasks imports this package
 
     task = tasks.deliver_webhook.using(run_after=run_after) if run_after else tasks.deliver_webhook
     try:
@@ -231,11 +234,15 @@ def webhook_deliver(*, delivery_id: Any) -> WebhookDelivery | None:
     started = time.monotonic()
     status_code, error = None, ""
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            reply = client.post(hook.url, content=body, headers=headers)
+        # No redirects (a 3xx could point anywhere) and no proxy from the environment (it would
+        # connect in our place, to an address we did not vet).
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            reply = targets.post(client, hook.url, content=body, headers=headers)
         status_code = reply.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}: {reply.text[:300]}"
+    except targets.BlockedTarget as exc:
+        error = f"refused: {exc}"[:1000]
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
     duration = int((time.monotonic() - started) * 1000)
@@ -300,168 +307,8 @@ def webhook_ping(*, webhook: Webhook) -> WebhookDelivery:
 
 
 def delivery_get(*, webhook: Webhook, delivery_id: Any) -> WebhookDelivery:
-    from executions.selectors import parse_uuid
-
     pk = parse_uuid(delivery_id, field="delivery_id", what="delivery")
     delivery = webhook.deliveries.filter(pk=pk).first()
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
     return delivery
-
-
-# --- what fires events -----------------------------------------------------------------------
-
-
-def on_transition(*, execution: Any, transition: Any) -> None:
-    """events.add_listener hook: runs after commit for every transition of every execution."""
-    moved = transition.from_status != transition.to_status
-    if not moved:
-        return
-    if transition.to_status == "awaiting_approval":
-        for approval in Approval.objects.filter(
-            execution_id=execution.pk, status="pending", notified_at__isnull=True
-        ):
-            approval_created(approval=approval)
-    event = STATUS_EVENTS.get(transition.to_status)
-    if event is None:
-        return
-    # Cheap exit: most workspaces have no webhooks, so skip shaping the payload.
-    if not Webhook.objects.filter(workspace_id=execution.workspace_id, active=True).exists():
-        return
-    from executions.serializers import execution_out
-
-    execution = (
-        type(execution).objects.select_related("agent", "agent_version").get(pk=execution.pk)
-    )
-    data = {
-        "execution": execution_out(execution),
-        "transition": {
-            "seq": transition.seq,
-            "type": transition.type,
-            "from_status": transition.from_status,
-            "to_status": transition.to_status,
-            "step_path": transition.step_path,
-            "message": transition.message,
-            "actor": {"type": transition.actor_type, "label": transition.actor_label},
-        },
-    }
-    if transition.to_status == "awaiting_approval":
-        from approvals.serializers import approval_out
-
-        pending = Approval.objects.filter(execution_id=execution.pk, status="pending")
-        data["approvals"] = [approval_out(a) for a in pending]
-    dispatch(workspace_id=execution.workspace_id, event=event, data=data)
-
-
-def approval_created(*, approval: Approval) -> None:
-    """First notice of a new checkpoint: e-mail its assignees and fire `approval.created`.
-    Claimed with a conditional UPDATE so a re-run of the listener never notifies twice."""
-    claimed = Approval.objects.filter(pk=approval.pk, notified_at__isnull=True).update(
-        notified_at=timezone.now()
-    )
-    if not claimed:
-        return
-    from approvals import policies
-
-    if policies.assigned(approval):
-        _enqueue_mail(approval_id=approval.pk, user_ids=None, reason="created")
-    approval_event(approval_id=approval.pk, event="approval.created")
-
-
-def approval_event(*, approval_id: Any, event: str) -> None:
-    from approvals.serializers import approval_out
-
-    approval = Approval.objects.select_related("execution__agent").filter(pk=approval_id).first()
-    if approval is None:
-        return
-    if not Webhook.objects.filter(workspace_id=approval.workspace_id, active=True).exists():
-        return
-    dispatch(
-        workspace_id=approval.workspace_id, event=event, data={"approval": approval_out(approval)}
-    )
-
-
-def approval_escalated(*, approval_id: Any, user_ids: list[Any], roles: list[str]) -> None:
-    _enqueue_mail(approval_id=approval_id, user_ids=user_ids, roles=roles, reason="escalated")
-    approval_event(approval_id=approval_id, event="approval.escalated")
-
-
-# --- e-mail ------------------------------------------------------------------------------------
-
-
-def _enqueue_mail(
-    *, approval_id: Any, user_ids: list[Any] | None, reason: str, roles: list[str] | None = None
-) -> None:
-    from approvals import tasks
-
-    try:
-        tasks.send_approval_email.enqueue(
-            str(approval_id),
-            [str(u) for u in user_ids] if user_ids is not None else None,
-            reason,
-            roles,
-        )
-    except Exception:  # noqa: BLE001 - mail is best effort; the inbox and webhooks still show it
-        logger.exception("could not enqueue approval e-mail for %s", approval_id)
-
-
-def approval_link(approval: Any) -> str:
-    return f"{str(settings.PUBLIC_URL).rstrip('/')}/approvals/{approval.pk}"
-
-
-def approval_email_send(
-    *,
-    approval_id: Any,
-    user_ids: list[Any] | None = None,
-    reason: str = "created",
-    roles: list[str] | None = None,
-) -> int:
-    """E-mail the assignees (or, on escalation, the people added) a deep link to the approval.
-    Returns how many messages were sent. Approvals without assignees e-mail nobody: the inbox,
-    the live dashboard and webhooks show them to every reviewer."""
-    from approvals import policies
-    from approvals.markdown import render_markdown
-
-    approval = Approval.objects.select_related("execution__agent").filter(pk=approval_id).first()
-    if approval is None or approval.status != "pending":
-        return 0
-    if user_ids is None and not policies.assigned(approval):
-        return 0
-    users = policies.notify_users(approval, roles=roles, users=user_ids)
-    recipients = sorted({u.email for u in users if getattr(u, "email", "")})
-    if not recipients:
-        return 0
-    link = approval_link(approval)
-    agent = approval.execution.agent.name if approval.execution_id else "an external program"
-    lead = "was escalated to you" if reason == "escalated" else "needs your decision"
-    subject = f"[Steward] Approval {lead}: {approval.title}"[:200]
-    due = (
-        f"\nDecide before {approval.expires_at:%Y-%m-%d %H:%M} UTC "
-        f"(then it is resolved as: {approval.on_timeout})."
-        if approval.expires_at
-        else ""
-    )
-    payload = json.dumps(approval.payload, indent=2, default=str) if approval.payload else ""
-    text = (
-        f"“{approval.title}” from {agent} {lead}.\n\n{approval.description}\n\n"
-        + (f"Proposed:\n{payload}\n\n" if payload else "")
-        + f"Open it: {link}{due}\n"
-    )
-    html = (
-        f"<p>“{_escape(approval.title)}” from {_escape(agent)} {lead}.</p>"
-        f"{render_markdown(approval.description)}"
-        + (f"<pre>{_escape(payload)}</pre>" if payload else "")
-        + f'<p><a href="{_escape(link)}">Open the approval</a>{_escape(due)}</p>'
-    )
-    sent = 0
-    for recipient in recipients:  # one message each: assignees do not see each other's address
-        message = EmailMultiAlternatives(subject, text, None, [recipient])
-        message.attach_alternative(html, "text/html")
-        sent += message.send()
-    return sent
-
-
-def _escape(value: str) -> str:
-    from django.utils.html import escape
-
-    return str(escape(value))
