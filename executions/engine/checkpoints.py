@@ -21,12 +21,20 @@ Deciding (approvals app):
 
 Reading (engine): on the next run `approval_outcome(execution, step_path)` returns the decided
 Approval (status approved / rejected / expired) for the step, or None while it is pending.
+
+This is the ONE module of the engine that imports the approvals app. `Checkpoints` below is
+the part of RunContext that parks a run on an approval or on input and reads the answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from approvals import services as approval_services
+from approvals.models import Approval
+from executions.engine.records import jsonable
+from executions.engine.stop import Park
+from executions.lifecycle import Status
 from executions.models import Execution
 
 DECIDED = ("approved", "rejected", "expired")
@@ -35,8 +43,6 @@ DEFAULT_ACTIONS = ["approve", "reject"]
 
 def approval_outcome(execution: Execution, step_path: str) -> Any:
     """The decided Approval for this step, or None if there is none yet (or it is pending)."""
-    from approvals.models import Approval
-
     return (
         Approval.objects.filter(execution=execution, step_path=step_path, status__in=DECIDED)
         .order_by("-created_at")
@@ -45,8 +51,6 @@ def approval_outcome(execution: Execution, step_path: str) -> Any:
 
 
 def pending_approval(execution: Execution, step_path: str) -> Any:
-    from approvals.models import Approval
-
     return Approval.objects.filter(
         execution=execution, step_path=step_path, status="pending"
     ).first()
@@ -67,8 +71,6 @@ def create_approval(
     response/payload schemas, assignees as users and roles, quorum, timeout like "2s" with
     on_timeout, escalation, on_reject…): see `approvals.policies.fields_from_spec`.
     """
-    from approvals import services as approval_services
-
     return approval_services.approval_create(
         execution=execution,
         step_path=step_path,
@@ -111,3 +113,91 @@ def refusal(approval: Any) -> dict[str, Any]:
         "reason": reason,
         "decided_by": approval.decided_by_label,
     }
+
+
+class Checkpoints:
+    """Parking on an approval or on input, and reading the answer on the next run. Uses:
+    execution, state, recorded, record(), parked_state(), park_transition()."""
+
+    def approval(
+        self,
+        path: str,
+        spec: dict[str, Any],
+        payload: Any,
+        *,
+        source: str = "step",
+        reject_ends: bool | None = None,
+    ) -> tuple[bool, Any]:
+        """(approved, value): the recorded decision, the decided Approval, or park on a new one."""
+        done = self.recorded.get(path)
+        if done is not None:
+            return bool(done.output.get("approved")), done.output.get("value")
+        decided = approval_outcome(self.execution, path)
+        if decided is not None:
+            approved = is_approved(decided)
+            value = approved_value(decided) if approved else refusal(decided)
+            self.record(
+                path,
+                "approval",
+                input=payload,
+                output={"approved": approved, "value": value, "approval_id": str(decided.pk)},
+                message=f"{decided.status} by {decided.decided_by_label or 'policy'}",
+            )
+            return approved, jsonable(value)
+        payload = jsonable(payload)
+
+        def park() -> None:
+            approval = create_approval(
+                self.execution,
+                step_path=path,
+                spec=spec,
+                payload=payload,
+                source=source,
+                reject_ends=reject_ends,
+            )
+            state = self.parked_state()
+            state["approval"] = {"path": path, "approval_id": str(approval.pk)}
+            self.park_transition(
+                Status.AWAITING_APPROVAL,
+                path=path,
+                kind="approval",
+                input=payload,
+                message=approval.title,
+                state=state,
+            )
+
+        raise Park("approval", park)
+
+    def wait_for_input(self, path: str, info: Any, schema: Any) -> Any:
+        done = self.recorded.get(path)
+        if done is not None:
+            return done.output
+        waiting = self.state.get("waiting") or {}
+        if waiting.get("path") == path and "resume_input" in self.state:
+            state = {k: v for k, v in self.state.items() if k not in {"waiting", "resume_input"}}
+            value = self.state["resume_input"]
+            output = self.record(
+                path,
+                "wait_for_input",
+                input=info,
+                output=value,
+                extra_fields={"state": state},
+            )
+            self.state = state
+            return output
+        info = jsonable(info)
+
+        def park() -> None:
+            state = self.parked_state()
+            state.pop("resume_input", None)
+            state["waiting"] = {"path": path, "schema": schema, "info": info}
+            self.park_transition(
+                Status.AWAITING_INPUT,
+                path=path,
+                kind="wait_for_input",
+                input=info,
+                message="waiting for input",
+                state=state,
+            )
+
+        raise Park("input", park)

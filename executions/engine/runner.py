@@ -232,7 +232,7 @@ def finish(ctx: RunContext, output: Any) -> None:
                 fields={"output": output, "state": _final_state(ctx), **ctx.usage_fields()},
             )
         except (GuardFailed, IllegalTransition):
-            raise ctx._stopped_writing() from None
+            raise ctx.stopped_writing() from None
         done_output = output if isinstance(output, dict) else {"result": output}
         ctx.emit("done", {"output": done_output, "token_usage": dict(ctx.tokens)})
         _wake_parent(execution)

@@ -55,6 +55,17 @@ class ModelConfig:
         return {"provider": self.provider, "model": self.name}
 
 
+def token_usage(prompt: int, completion: int, total: int | None = None) -> dict[str, int]:
+    """The one shape of a call's usage, whichever provider reported it. `total` is what the
+    server said when it says it (OpenAI-compatible servers), else the sum."""
+    prompt, completion = int(prompt or 0), int(completion or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion if total is None else int(total or 0),
+    }
+
+
 @dataclass
 class LLMResult:
     content: str = ""

@@ -20,6 +20,7 @@ from executions.engine.providers import (
     error_message,
     register_closer,
     shared_client,
+    token_usage,
 )
 from executions.engine.providers.openai import parse_arguments
 
@@ -171,12 +172,11 @@ class AnthropicProvider:
             for i, b in sorted(blocks.items())
             if b.get("type") == "tool_use"
         ]
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return LLMResult(
             content="".join(content),
             tool_calls=tool_calls,
             thinking="".join(thinking),
             finish_reason="tool_calls" if finish == "tool_use" else finish,
             model=model,
-            usage=usage,
+            usage=token_usage(usage["prompt_tokens"], usage["completion_tokens"]),
         )

@@ -21,6 +21,7 @@ from executions.engine.providers import (
     OnDelta,
     ShouldStop,
     StreamStopped,
+    token_usage,
 )
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -110,11 +111,7 @@ class BuiltinProvider:
             thinking=thinking,
             finish_reason="tool_calls" if calls else "stop",
             model=config.name,
-            usage={
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            usage=token_usage(prompt_tokens, completion_tokens),
         )
 
 

@@ -21,6 +21,7 @@ from executions.engine.providers import (
     error_message,
     register_closer,
     shared_client,
+    token_usage,
 )
 
 
@@ -125,11 +126,11 @@ class OpenAIProvider:
                     raise StreamStopped()
                 model = chunk.model or model
                 if chunk.usage is not None:
-                    usage = {
-                        "prompt_tokens": chunk.usage.prompt_tokens or 0,
-                        "completion_tokens": chunk.usage.completion_tokens or 0,
-                        "total_tokens": chunk.usage.total_tokens or 0,
-                    }
+                    usage = token_usage(
+                        chunk.usage.prompt_tokens,
+                        chunk.usage.completion_tokens,
+                        chunk.usage.total_tokens or 0,
+                    )
                 for choice in chunk.choices or []:
                     delta = choice.delta
                     if choice.finish_reason:

@@ -1,0 +1,41 @@
+"""What a step leaves behind: its result as a step function returns it, its record as read
+back from the history, and the JSON form both are stored in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass
+class StepResult:
+    """What a step function returns when it has more to record than its output."""
+
+    output: Any
+    usage: dict[str, int] | None = None
+    cost: Decimal | None = None
+    input: Any = None
+    message: str = ""
+
+
+@dataclass
+class Recorded:
+    output: Any
+    kind: str
+    usage: dict[str, Any] | None
+    cost: Decimal | None
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return float(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def jsonable(value: Any) -> Any:
+    """The value as it will read back from the database, so a live run and a replay agree."""
+    return json.loads(json.dumps(value, default=_default))
