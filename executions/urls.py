@@ -5,6 +5,7 @@ from executions.pages import (
     agents,
     execution_detail,
     executions_list,
+    lockouts,
     overview,
     settings,
     workspace,
@@ -55,6 +56,11 @@ urlpatterns = [
     path("agents/<str:agent_id>/", agents.agent_detail, name="agent_detail"),
     path("settings/", settings.settings_keys, name="settings_keys"),
     path("settings/members/", settings.settings_members, name="settings_members"),
+    path(
+        "settings/members/<int:user_id>/unlock/",
+        lockouts.settings_member_unlock,
+        name="settings_member_unlock",
+    ),
     path("settings/retention/", settings.settings_retention, name="settings_retention"),
     path("", include("approvals.urls")),
 ]

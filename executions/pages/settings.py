@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from executions import selectors, services
+from executions import lockout, selectors, services
 from executions.errors import Conflict, NotFound, ValidationFailed
 from executions.models import Role
 from executions.pages.base import page, settings_context
@@ -105,6 +105,9 @@ def settings_members(request: HttpRequest) -> HttpResponse:
         context["form_data"] = request.POST
         status = 422
     context["members"] = selectors.membership_list(workspace=request.workspace)
+    context["locked_out"] = lockout.locked_usernames(
+        m.user.get_username() for m in context["members"]
+    )
     return render(request, "settings/members.html", context, status=status)
 
 
