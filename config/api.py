@@ -11,7 +11,10 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 
+from approvals.api import router as approvals_router
+from approvals.api import webhooks_router
 from executions import services
+from executions.api import agents, executions, streams, workspace
 from executions.errors import StewardError
 from executions.lifecycle import Actor, IllegalTransition
 
@@ -128,15 +131,12 @@ def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 def _register() -> None:
-    from approvals.api import router as approvals_router
-    from approvals.api import webhooks_router
-    from executions.api import agents_router, executions_router, misc_router
-
-    api.add_router("/agents", agents_router)
-    api.add_router("/executions", executions_router)
+    api.add_router("/agents", agents.router)
+    api.add_router("/executions", executions.router)
+    api.add_router("/executions", streams.router)
     api.add_router("/approvals", approvals_router)
     api.add_router("/webhooks", webhooks_router)
-    api.add_router("", misc_router)
+    api.add_router("", workspace.router)
 
 
 _register()
