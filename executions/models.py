@@ -225,6 +225,10 @@ class Execution(models.Model):
     state = models.JSONField(default=dict, blank=True)
     lease_owner = models.CharField(max_length=120, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The run queue (engine/queue.py): a pending or running execution is runnable once this
+    # time has come and its lease is free or expired. NULL: waiting on something else (a
+    # child run, or an external system that reports the run's progress itself).
+    runnable_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     objects = ExecutionQuerySet.as_manager()
@@ -237,7 +241,12 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "agent", "created_at"], name="exec_ws_agent_created"),
             models.Index(fields=["workspace", "session_id"], name="exec_ws_session"),
             models.Index(fields=["workspace", "created_at"], name="exec_ws_created"),
-            models.Index(fields=["status", "lease_expires_at"], name="exec_status_lease"),
+            # Only live rows are in it, so a claim stays cheap however long the history grows.
+            models.Index(
+                fields=["runnable_at", "lease_expires_at"],
+                name="exec_runnable",
+                condition=models.Q(status__in=["pending", "running"], runnable_at__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
