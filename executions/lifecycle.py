@@ -8,6 +8,7 @@ after the transaction commits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -119,6 +120,18 @@ class Actor:
 
 
 SYSTEM = Actor()
+
+# What other apps close when an execution ends (approvals registers its open approvals here
+# from its AppConfig.ready). A registry instead of an import, because executions does not depend
+# on approvals; the callbacks run inside the ending transition's transaction, so nothing tied
+# to a run stays open after it.
+_ON_END: list[Callable[[Execution], Any]] = []
+
+
+def on_end(callback: Callable[[Execution], Any]) -> None:
+    if callback not in _ON_END:
+        _ON_END.append(callback)
+
 
 # How many times a compare-and-set is retried when another writer moved the row first but the
 # requested move is still legal from the new state (e.g. a step recorded while a comment lands).
@@ -248,6 +261,11 @@ def _append(
         # Keep the caller's object in step with the row it just changed.
         _refresh(execution, src_row=current, to=to, seq=seq, now=now, updates=updates)
         _schedule_event(execution, step)
+        # Only a parked run holds open approvals (they are created as it parks and resolved
+        # before it runs again), so other endings skip the query.
+        if to in TERMINAL and src == Status.AWAITING_APPROVAL:
+            for callback in _ON_END:
+                callback(execution)
     return step
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals.models import Approval, ApprovalStatus
 from executions import lifecycle, tasks
 from executions.errors import Conflict, ValidationFailed, field_error
 from executions.lifecycle import ACTIVE, PARKED, TERMINAL, Actor, Status
@@ -94,6 +93,8 @@ def execution_start(
                 request_hash=request_hash,
                 created_by_user_id=actor.user_id,
                 created_by_key_id=actor.key_id,
+                # An external system runs these and reports back: no worker ever claims them.
+                runnable_at=None if agent.type == AgentType.EXTERNAL else timezone.now(),
             )
             lifecycle.record(execution, type="init", actor=actor, input=input)
             if agent.type != AgentType.EXTERNAL:
@@ -163,17 +164,10 @@ def execution_cancel(*, execution: Execution, actor: Actor, reason: str = "") ->
             message=reason or f"cancelled by {actor.label}",
             fields={"cancel_requested_at": timezone.now()},
         )
-        _close_open_approvals(execution)
     for child in execution.children.filter(status__in=ACTIVE):
         with contextlib.suppress(lifecycle.IllegalTransition):  # it finished meanwhile
             execution_cancel(execution=child, actor=actor, reason="parent cancelled")
     return execution
-
-
-def _close_open_approvals(execution: Execution) -> None:
-    Approval.objects.filter(execution=execution, status=ApprovalStatus.PENDING).update(
-        status=ApprovalStatus.CANCELLED, updated_at=timezone.now()
-    )
 
 
 def execution_resume(*, execution: Execution, input: Any, actor: Actor) -> Execution:
