@@ -1,22 +1,26 @@
-"""The live socket of a dashboard page: one per page, HTML fragments out, nothing in.
+"""The live socket of a dashboard page: one per page, HTML fragments out.
 
 A page connects to `/ws/live/?page=<kind>&ws=<workspace id>&…`. The consumer checks the session
 user (the origin is checked in config/asgi.py), that the user belongs to the workspace, and for
 an execution or approval page that the object is in it; then it joins only the groups that
 page needs. Group messages carry ids (executions.live.events); each is turned here into the HTML
-fragments of that page, rendered from the page's own template partials, marked
-`hx-swap-oob` so the htmx ws extension swaps them in place.
+fragments of that page (executions.live.fragments), marked `hx-swap-oob` so the htmx ws
+extension swaps them in place.
 
-Rendering is per page kind, not per message type: the list renders a row, the detail page
-its header, timeline entry and waterfall, the inbox an item for this user (who may decide
-differs per person). Each change is loaded and rendered once per process and shared by the
-sockets it concerns (executions.live.fanout): a list row by every list page of the workspace, which
-then only decides in memory whether its filters take the row in; a decision panel or an inbox
-item by the sockets of the same user and role.
+Each change is loaded and rendered once per process and shared by the sockets it concerns
+(executions.live.fanout); per socket there is only in-memory work:
+- the execution page keeps its position (`after_event`, `after_seq` in the URL: what the page
+  shows). On connect the socket replays everything after it before going live; a live message
+  at or before the position is skipped, and a timeline entry that arrives ahead of a missing
+  one brings the missing ones first. Every event and entry arrives once, in order.
+- a list or inbox page says which rows it shows (`shown`, in the URL and later as a message
+  after it fetched rows itself); it gets in-place updates for those rows only, and inserts for
+  new ones its filters (or tab) take in, at the end the page's order puts them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -27,24 +31,13 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import QueryDict
-from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from approvals.models import Approval
 from executions import selectors
-from executions.live import events, fanout
-from executions.models import Execution, Membership, Transition
-from executions.pages.contexts import (
-    approval_detail_context,
-    approval_panel_context,
-    detail_context,
-    detail_fragments,
-    in_tab,
-    item_context,
-    overview_approvals_context,
-    overview_counts_context,
-)
+from executions.live import events, fanout, fragments
+from executions.models import Execution
 
 logger = logging.getLogger("steward.live")
 
@@ -54,6 +47,29 @@ PAGES = {"overview", "executions", "execution", "approvals", "approval", "other"
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
+# The channel layer (Redis) is away: the page retries later (the htmx ws extension reconnects
+# after 1012/1013) and then re-syncs from its position.
+TRY_AGAIN_LATER = 1013
+RESYNC = 1012
+MAX_SHOWN = 1000
+
+
+def _ints(value: str | None) -> int | None:
+    try:
+        return max(0, int(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _ids(values: Any) -> set[str]:
+    """The object ids a page shows (`exec-<uuid>`, `approval-item-<uuid>` or bare uuids)."""
+    found = set()
+    for value in list(values)[:MAX_SHOWN]:
+        try:
+            found.add(str(uuid.UUID(str(value)[-36:])))
+        except ValueError:
+            continue
+    return found
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -73,17 +89,31 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.page = self.params.get("page", "other")
         if self.page not in PAGES:
             self.page = "other"
+        self.shown = (
+            _ids(self.params.get("shown", "").split(",")) if "shown" in self.params else None
+        )
+        self.event_pos = _ints(self.params.get("after_event"))
+        self.seq_pos = _ints(self.params.get("after_seq"))
         problem = await fanout.in_thread(self._authorise)()
         if problem:
             await self.close(code=problem)
             return
         workspace_id = self.membership.workspace_id
-        await self._join(events.workspace_approvals_group(workspace_id))
-        if self.page in {"overview", "executions"}:
-            await self._join(events.workspace_executions_group(workspace_id))
-        if self.page == "execution":
-            await self._join(events.execution_group(self.object_id))
+        try:
+            await self._join(events.workspace_approvals_group(workspace_id))
+            if self.page in {"overview", "executions"}:
+                await self._join(events.workspace_executions_group(workspace_id))
+            if self.page == "execution" or (self.page == "approval" and self.execution_id):
+                await self._join(events.execution_group(self.execution_id))
+        except Exception as exc:  # noqa: BLE001 - the layer is down: logged once, page retries
+            events.layer_health.failed(exc)
+            await self.close(code=TRY_AGAIN_LATER)
+            return
         await self.accept()
+        if self.page == "execution" and (self.event_pos is not None or self.seq_pos is not None):
+            # Joined first, replayed second: whatever commits in between arrives both ways
+            # and the position drops the second copy.
+            await self._catch_up(upto_seq=None)
 
     async def _join(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -91,7 +121,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:  # noqa: BLE001 - the layer is down; nothing to undo
+                events.layer_health.failed(exc)
+                return
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its `aclose_old_connections()` before every message: that
@@ -105,35 +139,35 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Pages do not talk back on this socket; anything sent is ignored."""
+        """A page tells which rows it shows after it fetched rows itself (a reconnect's
+        catch-up): `{"shown": [ids]}`. Anything else is ignored."""
+        try:
+            data = json.loads(text_data or "")
+        except ValueError:
+            return
+        if isinstance(data, dict) and isinstance(data.get("shown"), list):
+            self.shown = _ids(data["shown"])
 
     def _authorise(self) -> int | None:
-        memberships = Membership.objects.filter(user=self.user).select_related("workspace")
-        wanted = self.params.get("ws")
-        try:
-            membership = (
-                memberships.filter(workspace_id=wanted).first()
-                if wanted
-                else memberships.order_by("created_at").first()
-            )
-        except Exception:  # noqa: BLE001 - a malformed id is simply not a membership
-            membership = None
+        membership = selectors.membership_get(user=self.user, workspace=self.params.get("ws"))
         if membership is None:
             return FORBIDDEN
         self.membership = membership
+        self.viewer = fragments.Viewer(membership=membership, user=self.user)
         self.workspace = membership.workspace
         self.workspace_id = str(membership.workspace_id)
-        self.object_id = None
+        self.object_id = self.execution_id = None
         if self.page == "execution":
             execution = _in_workspace(Execution, self.params.get("id"), membership.workspace_id)
             if execution is None:
                 return NOT_FOUND
-            self.object_id = str(execution.pk)
+            self.object_id = self.execution_id = str(execution.pk)
         elif self.page == "approval":
             approval = _in_workspace(Approval, self.params.get("id"), membership.workspace_id)
             if approval is None:
                 return NOT_FOUND
             self.object_id = str(approval.pk)
+            self.execution_id = str(approval.execution_id) if approval.execution_id else None
         elif self.page == "executions":
             try:
                 self.filters = fanout.ListFilters.from_params(self.params)
@@ -178,22 +212,69 @@ class LiveConsumer(AsyncWebsocketConsumer):
             )
             if row is None:
                 return None
-            return row.insert if await self._inserts(row.execution) else row.in_place
+            if await self._inserts(row.execution):
+                if self.shown is not None:
+                    self.shown.add(str(row.execution.pk))
+                return row.insert
+            if self.shown is None or str(row.execution.pk) in self.shown:
+                return row.in_place
+            return None  # a row this page does not show
         if self.page == "execution" and execution_id == self.object_id:
-            return await fanout.shared.get(
+            change = await fanout.shared.get(
                 ("detail", self.workspace_id, execution_id, step, *self._viewer()),
-                partial(self._detail, message),
+                partial(fragments.detail_change, self.viewer, execution_id, step),
+                **fresh,
+            )
+            return await self._place(change) if change is not None else None
+        if self.page == "approval" and execution_id == self.execution_id:
+            return await fanout.shared.get(
+                ("approval-execution", self.object_id, step, *self._viewer()),
+                partial(fragments.approval_execution, self.viewer, self.object_id),
                 **fresh,
             )
         if self.page == "overview":
             return await fanout.shared.get(
-                ("overview", self.workspace_id, execution_id, step), self._overview, **fresh
+                ("overview", self.workspace_id, execution_id, step),
+                partial(fragments.overview_counts, self.workspace),
+                **fresh,
             )
         return None
+
+    async def _place(self, change: fragments.DetailChange) -> str | None:
+        """The change for this page at its position: the entry once, after those before it."""
+        if change.seq is None or self.seq_pos is None:
+            if change.seq is not None:
+                self.seq_pos = change.seq
+            return change.state + change.item
+        if change.seq <= self.seq_pos:
+            return change.state  # already shown (replayed on connect)
+        if change.seq == self.seq_pos + 1:
+            self.seq_pos = change.seq
+            return change.state + change.item
+        # Entries are missing in between (their messages were lost or are still on the way):
+        # bring them from the database, in order, with this one.
+        await self._catch_up(upto_seq=change.seq, events_too=False)
+        return None
+
+    async def _catch_up(self, *, upto_seq: int | None, events_too: bool = True) -> None:
+        since = await fanout.in_thread(fragments.detail_since)(
+            self.viewer,
+            self.object_id,
+            after_event=(self.event_pos or 0) if events_too else None,
+            after_seq=self.seq_pos or 0,
+            upto_seq=upto_seq,
+        )
+        if events_too:
+            self.event_pos = since.last_event
+        self.seq_pos = since.last_seq
+        if since.html:
+            await self.send(text_data=since.html)
 
     async def _inserts(self, execution: Any) -> bool:
         """Whether this list page puts the row on top (a new run its filters select)."""
         if not self.insert or execution.created_at < self.since:
+            return False
+        if self.shown is not None and str(execution.pk) in self.shown:
             return False
         filters = self.filters.now()  # "last 24 h" moves with the clock
         matches = fanout.row_matches(execution, filters)
@@ -204,9 +285,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def execution_stream(self, message: dict[str, Any]) -> None:
         if self.page != "execution" or message.get("execution_id") != self.object_id:
             return
+        event_id = message.get("event_id")
+        if isinstance(event_id, int):
+            if self.event_pos is not None and event_id <= self.event_pos:
+                return  # replayed on connect already
+            self.event_pos = event_id
         html = await fanout.shared.get(
             ("stream", fanout.message_key(message)),  # rendered from the message alone
-            partial(_stream_html, message),
+            partial(fragments.stream_html, message),
         )
         if html:
             await self.send(text_data=html)
@@ -218,6 +304,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         # began after this message arrived is known to include its change.
         fresh = {"fresh_after": time.monotonic(), "gather": fanout.GATHER}
         content = fanout.message_key(message)
+        approval_id = message.get("approval_id")
         try:
             parts = [
                 await fanout.shared.get(
@@ -226,12 +313,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
                     **fresh,
                 )
             ]
-            if self.page in {"approvals", "approval", "execution", "overview"}:
-                tab = self.params.get("tab", "all")
-                key = ("approval", self.workspace_id, self.page, self.object_id, tab, content)
+            if self.page == "approvals":
+                parts.append(await self._inbox(approval_id, content, fresh))
+            elif self.page in {"approval", "execution", "overview"}:
+                key = ("approval", self.workspace_id, self.page, self.object_id, content)
                 parts.append(
                     await fanout.shared.get(
-                        (*key, *self._viewer()), partial(self._approval, message), **fresh
+                        (*key, *self._viewer()),
+                        partial(
+                            fragments.approval_for_page,
+                            self.viewer,
+                            self.page,
+                            self.object_id,
+                            approval_id,
+                        ),
+                        **fresh,
                     )
                 )
         except Exception:  # noqa: BLE001
@@ -241,62 +337,26 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if html:
             await self.send(text_data=html)
 
-    # --- renderers (run once per change, on the live threads; see fanout) ----------------------
-
-    def _detail(self, message: dict[str, Any]) -> str:
-        execution = selectors.execution_get(workspace=self.workspace, execution_id=self.object_id)
-        context = detail_context(
-            execution, membership=self.membership, user=self.user, with_events=False
+    async def _inbox(self, approval_id: Any, content: tuple, fresh: dict) -> str:
+        tab = self.params.get("tab", "all")
+        change = await fanout.shared.get(
+            ("inbox", self.workspace_id, tab, content, *self._viewer()),
+            partial(fragments.inbox_change, self.viewer, approval_id, tab),
+            **fresh,
         )
-        parts = [detail_fragments(context)]
-        step = Transition.objects.filter(
-            pk=message.get("transition_id"), execution_id=execution.pk
-        ).first()
-        if step is not None:
-            item = render_to_string(
-                "executions/detail.html#timeline_item", {**context, "t": step, "new": True}
-            )
-            parts.append(f'<ol hx-swap-oob="beforeend:#exec-timeline">{item}</ol>')
-        return "".join(parts)
-
-    def _overview(self) -> str:
-        context = {**overview_counts_context(self.workspace), "oob": True}
-        return render_to_string("executions/overview.html#counts", context)
-
-    def _approval(self, message: dict[str, Any]) -> str:
-        """The page's own part for an approval change (the badge is rendered apart)."""
-        approval = (
-            Approval.objects.select_related("execution__agent", "workspace")
-            .prefetch_related("assignee_users", "decisions")
-            .filter(pk=message.get("approval_id"), workspace_id=self.membership.workspace_id)
-            .first()
-        )
-        if approval is None:
+        if change is None:
             return ""
-        if self.page == "approvals":
-            tab = self.params.get("tab", "all")
-            context = {**item_context(approval, self.membership, self.user), "oob": True}
-            html = render_to_string("approvals/inbox.html#item", context)
-            if approval.status == "pending" and in_tab(approval, tab, self.membership, self.user):
-                context["oob"] = False
-                html = render_to_string("approvals/inbox.html#item", context)
-                html = f'<ul hx-swap-oob="afterbegin:#inbox-items">{html}</ul>'
-            return html
-        if self.page == "approval" and str(approval.pk) == self.object_id:
-            context = approval_detail_context(approval, self.membership, self.user)
-            context.update({"oob": True, "context_page": "approval"})
-            return render_to_string("approvals/_panel.html#panel", context)
-        if self.page == "execution" and str(approval.execution_id) == self.object_id:
-            execution = Execution.objects.select_related("agent").get(
-                pk=self.object_id, workspace_id=self.membership.workspace_id
-            )
-            context = approval_panel_context(execution, membership=self.membership, user=self.user)
-            context["oob"] = True
-            return render_to_string("approvals/_panel.html#panel", context)
-        if self.page == "overview":
-            context = {**overview_approvals_context(self.workspace), "oob": True}
-            return render_to_string("executions/overview.html#approvals_card", context)
-        return ""
+        shown = self.shown is None or change.approval_id in self.shown
+        if change.insert and not (self.shown is not None and shown):
+            if self.shown is not None:
+                self.shown.add(change.approval_id)
+            return change.tabs + change.insert
+        return change.tabs + (change.in_place if shown else "")
+
+    async def live_resync(self, message: dict[str, Any]) -> None:
+        """The channel layer came back after an outage: messages may have been lost, so the
+        page reconnects, and catches up from its position like after any drop."""
+        await self.close(code=RESYNC)
 
 
 def _in_workspace(model: Any, object_id: Any, workspace_id: Any) -> Any:
@@ -305,17 +365,3 @@ def _in_workspace(model: Any, object_id: Any, workspace_id: Any) -> Any:
     except (TypeError, ValueError):
         return None
     return model.objects.filter(pk=pk, workspace_id=workspace_id).first()
-
-
-class _Event:
-    def __init__(self, message: dict[str, Any]) -> None:
-        self.id = message.get("event_id")
-        self.type = message.get("event")
-        self.data = message.get("data") or {}
-
-
-def _stream_html(message: dict[str, Any]) -> str:
-    span = render_to_string("executions/_event.html", {"ev": _Event(message)}).strip()
-    if not span:
-        return ""
-    return f'<div hx-swap-oob="beforeend:#exec-stream">{span}</div>'

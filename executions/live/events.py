@@ -101,11 +101,14 @@ layer_health = LayerHealth()
 
 
 def _needs_own_loop() -> bool:
-    """A thread with no server loop to route to (a `worker` process, a management command):
-    async_to_sync would start a new event loop — and a new Redis connection — per message."""
+    """Whether to hand the message to the publisher thread instead of async_to_sync:
+    - in a thread with no server loop to route to (a `worker` process, a management command),
+      async_to_sync would start a new event loop — and a new Redis connection — per message;
+    - in sync code running on a thread whose event loop is running (a sync callback on the
+      server's loop, Playwright's sync API in the browser tests), async_to_sync refuses."""
     try:
         asyncio.get_running_loop()
-        return False
+        return True
     except RuntimeError:
         pass
     return getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid()

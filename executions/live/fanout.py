@@ -23,17 +23,13 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db.models.fields.json import KeyTransform
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -190,93 +186,9 @@ class ListFilters:
 
 
 def row_matches(execution: Any, filters: Any) -> bool | None:
-    """Whether `execution` is in the list `filters` (selectors.ExecutionFilters) select, decided
-    in memory like selectors.execution_list would in SQL. None when a filter cannot be decided
-    here (a metadata path ending in a lookup, say): the caller asks the database."""
-    if filters.status and execution.status not in filters.status:
-        return False
-    if filters.agent_id and not _same_id(execution.agent_id, filters.agent_id):
-        return False
-    if filters.session_id and execution.session_id != filters.session_id:
-        return False
-    if filters.created_after and not _aware(execution.created_at) >= filters.created_after:
-        return False
-    if filters.created_before and not _aware(execution.created_at) < filters.created_before:
-        return False
-    if filters.cost_above is not None and not (
-        execution.cost is not None and Decimal(execution.cost) > filters.cost_above
-    ):
-        return False
-    if filters.parent_id and not _same_id(execution.parent_id, filters.parent_id):
-        return False
-    undecided = False
-    for key, value in (filters.metadata or {}).items():
-        found = _metadata_matches(execution.metadata, key, value)
-        if found is False:
-            return False
-        undecided = undecided or found is None
-    if filters.q and not _text_matches(execution, filters.q):
-        return False
-    return None if undecided else True
-
-
-def _same_id(value: Any, wanted: str) -> bool:
-    if value is None:
-        return False
-    try:
-        return uuid.UUID(str(value)) == uuid.UUID(str(wanted))
-    except ValueError:
-        return False
-
-
-def _aware(moment: datetime) -> datetime:
-    return timezone.make_aware(moment, timezone.UTC) if timezone.is_naive(moment) else moment
-
-
-def _json_lookups() -> set[str]:
-    return set(KeyTransform.get_lookups())
-
-
-def _metadata_matches(metadata: Any, key: str, value: str) -> bool | None:
-    """`metadata__<key>=<value>` as the selector builds it: `a__b` is a nested path, a number
-    or boolean compares as JSON, anything else as a string."""
-    path = key.split("__")
-    if len(path) > 1 and path[-1] in _json_lookups():
-        return None
-    current = metadata
-    for part in path:
-        if isinstance(current, dict):
-            if part.isdigit():
-                return None  # the database reads a number as an array index here
-            if part not in current:
-                return False
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit():
-            index = int(part)
-            if index >= len(current):
-                return False
-            current = current[index]
-        else:
-            return False
-    wanted = selectors.metadata_value(value)
-    if isinstance(wanted, bool) or isinstance(current, bool):
-        return isinstance(wanted, bool) and isinstance(current, bool) and wanted is current
-    if isinstance(wanted, (int, float)):
-        return isinstance(current, (int, float)) and current == wanted
-    return isinstance(current, str) and current == wanted
-
-
-def _text_matches(execution: Any, q: str) -> bool:
-    if execution.session_id == q:
-        return True
-    if q.casefold() in (execution.agent.name or "").casefold():
-        return True
-    compact = q.replace("-", "").lower()
-    if compact and all(c in "0123456789abcdef" for c in compact):
-        if len(compact) == 32:
-            return execution.pk == uuid.UUID(compact)
-        return (execution.trace_id or "").startswith(compact)
-    return False
+    """Whether `execution` is in the list `filters` select, in memory (None: ask the database).
+    The one matcher lives in the selectors, beside the SQL it mirrors."""
+    return selectors.execution_matches_in_memory(execution=execution, filters=filters)
 
 
 def row_matches_in_database(execution: Any, filters: Any) -> bool:

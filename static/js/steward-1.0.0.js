@@ -26,7 +26,58 @@
     if (title) dot.title = title;
   }
 
-  document.addEventListener("htmx:wsOpen", function () {
+  // --- what the page shows, told to its live socket ------------------------------------------
+  // The execution page's position (the last streamed event and timeline entry it shows) and a
+  // list's or inbox's rows go into the socket's URL each time it (re)connects: the socket
+  // replays what came after the position, and sends in-place updates only for rows shown.
+  function maxId(selector, attr, prefix, floor) {
+    var best = floor || 0;
+    document.querySelectorAll(selector).forEach(function (el) {
+      var n = parseInt(attr ? el.getAttribute(attr) : el.id.slice(prefix.length), 10);
+      if (n > best) best = n;
+    });
+    return best;
+  }
+  function shownIds() {
+    var ids = [];
+    document.querySelectorAll("#exec-rows > tr[id^='exec-'], #inbox-items > li[id^='approval-item-']").forEach(function (el) {
+      ids.push(el.id.slice(-36));
+    });
+    return ids;
+  }
+  function positioned(url) {
+    var extra = {};
+    var stream = document.getElementById("exec-stream");
+    var timeline = document.getElementById("exec-timeline");
+    if (stream && timeline) {
+      extra.after_event = maxId("#exec-stream [id^='ev-']", null, "ev-", parseInt(stream.dataset.eventPos || "0", 10));
+      extra.after_seq = maxId("#exec-timeline > li[data-seq]", "data-seq", null, parseInt(timeline.dataset.seqPos || "0", 10));
+    }
+    if (document.getElementById("exec-rows") || document.getElementById("inbox-items")) {
+      extra.shown = shownIds().join(",");
+    }
+    Object.keys(extra).forEach(function (key) {
+      url += (url.indexOf("?") < 0 ? "?" : "&") + key + "=" + encodeURIComponent(extra[key]);
+    });
+    return url;
+  }
+  if (window.htmx) {
+    htmx.createWebSocket = function (url) {
+      var sock = new WebSocket(positioned(url), []);
+      sock.binaryType = htmx.config.wsBinaryType;
+      return sock;
+    };
+  }
+  var socket = null;
+  // Rows fetched over HTTP (the catch-up after a reconnect) are rows the socket must now update.
+  document.addEventListener("htmx:afterRequest", function () {
+    if (socket && (document.getElementById("exec-rows") || document.getElementById("inbox-items"))) {
+      socket.send(JSON.stringify({ shown: shownIds() }));
+    }
+  });
+
+  document.addEventListener("htmx:wsOpen", function (evt) {
+    socket = evt.detail && evt.detail.socketWrapper;
     setLive("open", "Live updates are on");
     if (everOpened) {
       // Back after a drop: fetch what changed while the socket was away.
@@ -101,15 +152,24 @@
     toast("Could not reach the server. Check the connection and try again.", "error");
   });
 
+  // Notices go to a fixed corner region, newest at the bottom, at most three: the page under
+  // them never moves (a banner above the heading pushed the list down at every decision).
   function toast(text, kind) {
-    var main = document.getElementById("main");
-    if (!main) return;
+    var region = document.getElementById("toasts");
+    if (!region) {
+      region = document.createElement("div");
+      region.id = "toasts";
+      region.className = "toasts";
+      region.setAttribute("aria-live", "polite");
+      document.body.appendChild(region);
+    }
     var div = document.createElement("div");
-    div.className = "alert " + (kind || "");
-    div.setAttribute("role", "alert");
+    div.className = "alert toast " + (kind || "");
+    div.setAttribute("role", kind === "error" ? "alert" : "status");
     div.textContent = text;
-    main.insertBefore(div, main.firstChild);
-    setTimeout(function () { div.remove(); }, 8000);
+    region.appendChild(div);
+    while (region.children.length > 3) region.removeChild(region.firstChild);
+    setTimeout(function () { div.remove(); }, 6000);
   }
   Steward.toast = toast;
 

@@ -14,9 +14,8 @@ from django.test import Client
 
 from approvals import services as approval_services
 from executions import lifecycle, routing
-from executions.live import events
-from executions.live import fanout as live
 from executions.lifecycle import Actor
+from executions.live import events, fanout
 from tests.executions.dashboard_helpers import park, start
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -154,7 +153,7 @@ async def test_the_inbox_shows_who_decided_an_item_live(agent, viewer, teammate)
     assert connected
     approval = await database_sync_to_async(park)(execution)
     html = await receive_all(communicator)
-    assert 'hx-swap-oob="afterbegin:#inbox-items"' in html
+    assert 'hx-swap-oob="beforeend:#inbox-items"' in html
     assert f'id="approval-item-{approval.pk}"' in html
     assert 'id="nav-approvals-count" class="count-pill" data-count="1"' in html
 
@@ -205,11 +204,11 @@ async def test_list_pages_share_one_load_and_render_of_a_change(agent, viewer, t
         )
         assert connected
         pages.append(communicator)
-    before = live.shared.made
+    before = fanout.shared.made
     execution = await database_sync_to_async(start)(agent)
     received = [await receive_all(communicator) for communicator in pages]
     # One load and render of the new row for all three sockets, however many there are...
-    assert live.shared.made - before == 1
+    assert fanout.shared.made - before == 1
     # ...and each page still decides for itself whether its filters take the row in.
     assert 'hx-swap-oob="afterbegin:#exec-rows"' in received[0]
     assert 'hx-swap-oob="afterbegin:#exec-rows"' in received[1]
@@ -261,8 +260,8 @@ def test_the_in_memory_filter_match_agrees_with_the_database(agent, raw):
     params = QueryDict(mutable=True)
     for key, value in raw.items():
         params[key] = value.format(agent=agent.pk, pk=execution.pk)
-    filters = live.ListFilters.from_params(params).now()
-    in_memory = live.row_matches(execution, filters)
+    filters = fanout.ListFilters.from_params(params).now()
+    in_memory = fanout.row_matches(execution, filters)
     assert in_memory is not None
     in_database = execution_list(workspace=agent.workspace, filters=filters).filter(pk=execution.pk)
     assert in_memory == in_database.exists()
@@ -272,15 +271,15 @@ def test_a_metadata_lookup_is_left_to_the_database(agent):
     execution = start(agent, metadata={"tier": "gold"})
     from django.http import QueryDict
 
-    filters = live.ListFilters.from_params(QueryDict("metadata=tier__startswith%3Dgo")).now()
-    assert live.row_matches(execution, filters) is None
-    assert live.row_matches_in_database(execution, filters)
+    filters = fanout.ListFilters.from_params(QueryDict("metadata=tier__startswith%3Dgo")).now()
+    assert fanout.row_matches(execution, filters) is None
+    assert fanout.row_matches_in_database(execution, filters)
 
 
 async def test_a_repeated_message_never_reuses_a_load_from_before_it_arrived():
     import time
 
-    shared = live.Shared()
+    shared = fanout.Shared()
     loads = []
 
     def make():
