@@ -128,6 +128,7 @@ def retrieve(request: HttpRequest) -> HttpResponse:
     return JsonResponse(execution_out(execution))
 
 
+@csrf_exempt  # an API path: a POST to an unknown one is a JSON 404, not the CSRF page
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return error(f"no Discuro endpoint at {request.path}", status=404)
 

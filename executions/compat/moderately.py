@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path, re_path
 from django.utils import timezone
-from ninja import NinjaAPI
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI, Query
 
 from config.api import ApiKeyAuth
 from executions import selectors, services
-from executions.api import require
 from executions.compat import common
+from executions.compat import moderately_schemas as m
+from executions.compat.common import reply, require
 from executions.errors import NotFound, ValidationFailed, field_error
 from executions.lifecycle import Status
 from executions.models import Execution, Role
+from executions.selectors import ORDERABLE
 from executions.serializers import iso
+from executions.validation import SafeStr, clean_text
 
 STATUS = {
     Status.PENDING: "pending",
@@ -52,7 +56,6 @@ ORDER_FIELDS = {
     "completedAt": "completed_at",
     "durationMs": "duration_ms",
 }
-CREATE_FIELDS = {"agent_id", "input_data", "metadata", "session_id", "version_id"}
 CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -94,6 +97,7 @@ api = NinjaAPI(
 common.install_error_handlers(api, render_error)
 
 
+@csrf_exempt  # an API path: a POST to an unknown one is a JSON 404, not the CSRF page
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return render_error(
         request, common.Problem(404, f"no Moderately endpoint at {request.path}", "not_found")
@@ -169,17 +173,31 @@ def _execution(request: HttpRequest, execution_id: str) -> Execution:
 
 # --- endpoints -------------------------------------------------------------------------------
 
+TeamIds = Query(None, alias="teamIds", description="your workspace id or slug (the SDK sends it)")
+ID = SafeStr(64)
 
-@api.get("/agent-executions", summary="List agent executions", tags=["agent executions"])
-def execution_list(request: HttpRequest):
-    params = request.GET
-    page = common.int_param(params, "page", default=1, minimum=1, maximum=10**7)
-    page_size = common.int_param(
-        params, "page_size", default=10, minimum=1, maximum=selectors.MAX_LIMIT
-    )
+
+@api.get(
+    "/agent-executions",
+    summary="List agent executions",
+    tags=["agent executions"],
+    response=m.replies({200: m.ExecutionPage}),
+)
+def execution_list(
+    request: HttpRequest,
+    page: int = Query(1, ge=1, le=10**7),
+    page_size: int = Query(10, ge=1, le=selectors.MAX_LIMIT),
+    status: list[SafeStr(200)] | None = Query(None, description=", ".join(NATIVE)),
+    agent_id: SafeStr(200) | None = Query(None, description="an agent's id or name"),
+    order_by: Literal[
+        "createdAt", "updatedAt", "startedAt", "completedAt", "durationMs", *ORDERABLE
+    ] = "created_at",
+    order_direction: Literal["asc", "desc"] = "desc",
+    team_ids: list[SafeStr(200)] | None = TeamIds,
+):
     errors = []
     statuses: list[str] = []
-    for raw in params.getlist("status"):
+    for raw in status or []:
         for name in (s.strip() for s in raw.split(",") if s.strip()):
             if name in NATIVE:
                 statuses.extend(NATIVE[name])
@@ -187,30 +205,28 @@ def execution_list(request: HttpRequest):
                 errors.append(
                     field_error("status", f"unknown status {name!r}; one of {', '.join(NATIVE)}")
                 )
-    order_by = params.get("order_by") or "created_at"
-    order_by = ORDER_FIELDS.get(order_by, order_by)
-    direction = params.get("order_direction") or "desc"
     if errors:
         raise ValidationFailed("invalid filter", details=errors)
-    agent_id = None
+    agent = None
     empty = not team_matches(request)
-    if params.get("agent_id") and not empty:
+    if agent_id and not empty:
         try:
-            agent = selectors.agent_get_by_id_or_name(
-                workspace=request.workspace, ref=params["agent_id"]
-            )
-            agent_id = str(agent.pk)
+            agent = selectors.agent_get_by_id_or_name(workspace=request.workspace, ref=agent_id)
         except NotFound:
             empty = True
-    filters = selectors.ExecutionFilters(status=statuses or None, agent_id=agent_id)
+    filters = selectors.ExecutionFilters(
+        status=statuses or None, agent_id=str(agent.pk) if agent else None
+    )
     executions = selectors.execution_list(workspace=request.workspace, filters=filters)
-    ordered = selectors.order_executions(executions, order_by, direction)
+    ordered = selectors.order_executions(
+        executions, ORDER_FIELDS.get(order_by, order_by), order_direction
+    )
     if empty:
         ordered = ordered.none()
     result = selectors.paginate(ordered, page=page, limit=page_size)
     total = result.total or 0
     pages = math.ceil(total / page_size) if total else 0
-    return JsonResponse(
+    return reply(
         {
             "items": [execution_out(e) for e in result.items],
             "pagination": {
@@ -226,49 +242,50 @@ def execution_list(request: HttpRequest):
 
 
 @api.get(
-    "/agent-executions/{execution_id}", summary="Get an agent execution", tags=["agent executions"]
+    "/agent-executions/{execution_id}",
+    summary="Get an agent execution",
+    tags=["agent executions"],
+    response=m.replies({200: m.ExecutionOut}),
 )
-def execution_retrieve(request: HttpRequest, execution_id: str):
-    return JsonResponse(execution_out(_execution(request, execution_id)))
+def execution_retrieve(
+    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+):
+    return reply(execution_out(_execution(request, execution_id)))
 
 
-@api.post("/agent-executions", summary="Start an agent execution", tags=["agent executions"])
-def execution_create(request: HttpRequest):
+@api.post(
+    "/agent-executions",
+    summary="Start an agent execution (an Idempotency-Key header makes retries safe)",
+    tags=["agent executions"],
+    response=m.replies({200: m.ExecutionOut, 201: m.ExecutionOut}, 403, 409, 413),
+)
+def execution_create(
+    request: HttpRequest, body: m.ExecutionIn, team_ids: list[SafeStr(200)] | None = TeamIds
+):
     require(request, Role.REVIEWER)
     require_team(request)
-    body = common.json_body(request)
-    errors = [
-        field_error(key, "unknown field; accepted: " + ", ".join(sorted(CREATE_FIELDS)))
-        for key in body
-        if key not in CREATE_FIELDS
-    ]
-    if not body.get("agent_id") or not isinstance(body.get("agent_id"), str):
-        errors.append(field_error("agent_id", "is required (the id or name of an agent)"))
-    for key in ("input_data", "metadata"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            errors.append(field_error(key, "must be an object"))
-    if errors:
-        raise ValidationFailed("invalid agent execution", details=errors)
+    key = request.headers.get("Idempotency-Key") or None
+    clean_text(key, field="Idempotency-Key", max_length=200)
     try:
-        agent = selectors.agent_get_by_id_or_name(workspace=request.workspace, ref=body["agent_id"])
+        agent = selectors.agent_get_by_id_or_name(workspace=request.workspace, ref=body.agent_id)
     except NotFound:
-        raise NotFound(f"Agent {body['agent_id']} not found") from None
+        raise NotFound(f"Agent {body.agent_id} not found") from None
     version = (
-        selectors.agent_version_get(agent=agent, version_id=body["version_id"])
-        if body.get("version_id")
+        selectors.agent_version_get(agent=agent, version_id=body.version_id)
+        if body.version_id
         else None
     )
     execution, created = services.execution_start(
         workspace=request.workspace,
         agent=agent,
-        input=body.get("input_data") or {},
-        metadata=body.get("metadata"),
-        session_id=body.get("session_id"),
+        input=body.input_data or {},
+        metadata=body.metadata,
+        session_id=body.session_id,
         version=version,
-        idempotency_key=request.headers.get("Idempotency-Key") or None,
+        idempotency_key=key,
         actor=request.actor,
     )
-    return JsonResponse(execution_out(execution), status=201 if created else 200)
+    return reply(execution_out(execution), status=201 if created else 200)
 
 
 @api.api_operation(
@@ -276,21 +293,34 @@ def execution_create(request: HttpRequest):
     "/agent-executions/{execution_id}/cancel",
     summary="Cancel an agent execution (409 once it has finished)",
     tags=["agent executions"],
+    response=m.replies({200: m.ExecutionOut}, 403, 409, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": m.CancelIn.model_json_schema()}},
+        }
+    },
 )
-def execution_cancel(request: HttpRequest, execution_id: str):
+def execution_cancel(
+    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+):
     require(request, Role.REVIEWER)
     execution = _execution(request, execution_id)
     reason = common.json_body(request).get("reason") or ""
+    clean_text(reason, field="reason", max_length=2000)
     services.execution_cancel(execution=execution, actor=request.actor, reason=str(reason))
-    return JsonResponse(execution_out(execution))
+    return reply(execution_out(execution))
 
 
 @api.delete(
     "/agent-executions/{execution_id}",
     summary="Not supported: executions are an audit record (cancel instead)",
     tags=["agent executions"],
+    response=m.replies({}, 405),
 )
-def execution_delete(request: HttpRequest, execution_id: str):
+def execution_delete(
+    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+):
     _execution(request, execution_id)
     return render_error(
         request,

@@ -10,7 +10,7 @@ import julep
 import pytest
 from julep import AsyncJulep, Julep
 
-from executions.compat.julep import julep_status, transition_type
+from executions.compat.julep_shapes import julep_status, transition_type
 from executions.models import Execution, Transition
 from tests.compat.conftest import ASKS, NUMBER_SCHEMA, wait_until
 
