@@ -23,6 +23,7 @@ from executions.errors import Forbidden, ValidationFailed, field_error
 from executions.lifecycle import Actor
 from executions.models import ActorType, Membership, Role, role_at_least
 from executions.schemas import check_schema
+from executions.selectors import membership_get
 
 ACTIONS = ("approve", "reject", "edit", "respond")
 DEFAULT_ACTIONS = ["approve", "reject"]
@@ -59,7 +60,7 @@ def decider_for(actor: Actor, *, workspace: Any, role: str | None = None) -> Dec
         if actor.api_key is not None:
             role = actor.api_key.role
         elif user is not None:
-            membership = Membership.objects.filter(user=user, workspace=workspace).first()
+            membership = membership_get(user=user, workspace=workspace)
             role = membership.role if membership else ""
         else:
             role = Role.ADMIN if actor.type == ActorType.SYSTEM else ""

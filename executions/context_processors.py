@@ -4,16 +4,16 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from executions import selectors
+
 
 def workspace(request: HttpRequest) -> dict[str, Any]:
     membership = getattr(request, "membership", None)
     if membership is None:
         return {}
-    from executions.models import Membership
-
     return {
         "workspace": membership.workspace,
         "membership": membership,
         "role": membership.role,
-        "memberships": Membership.objects.filter(user=request.user).select_related("workspace"),
+        "memberships": selectors.membership_list_for_user(user=request.user),
     }

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from executions import selectors
+
 SESSION_KEY = "workspace_id"
 
 
@@ -40,9 +42,7 @@ class WorkspaceMiddleware:
 
 
 def current_membership(request: HttpRequest):
-    from executions.models import Membership
-
-    memberships = Membership.objects.filter(user=request.user).select_related("workspace")
+    """The workspace chosen in the session, or the user's first one."""
     wanted = request.session.get(SESSION_KEY)
-    chosen = memberships.filter(workspace_id=wanted).first() if wanted else None
-    return chosen or memberships.order_by("created_at").first()
+    chosen = selectors.membership_get(user=request.user, workspace=wanted) if wanted else None
+    return chosen or selectors.membership_get(user=request.user)

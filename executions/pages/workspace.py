@@ -10,8 +10,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from executions import selectors
 from executions.middleware import SESSION_KEY
-from executions.models import Membership
 from executions.pages.base import safe_next
 from executions.pages.forms import WorkspaceSwitchForm
 
@@ -21,9 +21,7 @@ from executions.pages.forms import WorkspaceSwitchForm
 def workspace_switch(request: HttpRequest) -> HttpResponse:
     form = WorkspaceSwitchForm(request.POST)
     membership = (
-        Membership.objects.filter(user=request.user, workspace_id=form.cleaned_data["workspace"])
-        .select_related("workspace")
-        .first()
+        selectors.membership_get(user=request.user, workspace=form.cleaned_data["workspace"])
         if form.is_valid()
         else None
     )

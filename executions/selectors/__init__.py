@@ -26,6 +26,7 @@ from executions.selectors.filters import (
     ExecutionFilters,
     execution_list,
     execution_matches,
+    execution_matches_in_memory,
     metadata_value,
 )
 from executions.selectors.pagination import (
@@ -48,7 +49,9 @@ from executions.selectors.stats import (
 )
 from executions.selectors.workspaces import (
     apikey_list,
+    membership_get,
     membership_list,
+    membership_list_for_user,
     savedview_list,
 )
 
@@ -73,11 +76,14 @@ __all__ = [
     "execution_hourly",
     "execution_list",
     "execution_matches",
+    "execution_matches_in_memory",
     "execution_page_ordered",
     "execution_stats",
     "execution_tree",
     "keyset_page",
+    "membership_get",
     "membership_list",
+    "membership_list_for_user",
     "metadata_value",
     "order_executions",
     "page_params",

@@ -11,10 +11,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
 
 from executions.errors import ValidationFailed, field_error
 from executions.lifecycle import ALL_STATUSES
-from executions.models import Execution, Workspace
+from executions.models import Agent, Execution, Workspace
 from executions.selectors.common import parse_dt
 
 
@@ -106,7 +108,7 @@ def execution_list(*, workspace: Workspace, filters: ExecutionFilters) -> QueryS
     for key, value in (filters.metadata or {}).items():
         executions = executions.filter(**{f"metadata__{key}": metadata_value(value)})
     if filters.q:
-        executions = executions.filter(_text_query(filters.q))
+        executions = executions.filter(_text_query(workspace, filters.q))
     return executions.select_related("agent", "agent_version")
 
 
@@ -119,24 +121,123 @@ def metadata_value(value: str) -> Any:
     return parsed if isinstance(parsed, (int, float, bool)) else value
 
 
-def _text_query(q: str) -> Q:
-    condition = Q(session_id=q) | Q(agent__name__icontains=q)
+def _text_query(workspace: Workspace, q: str) -> Q:
+    """`q` matches a session id, an agent name (contains, any case), an execution id, or the
+    start of a trace id. Agent names are resolved to ids first (the agents table is small) and
+    a session is probed on its index, so the list query never ORs across a join and carries only
+    the branches that can match."""
     compact = q.replace("-", "").lower()
-    if all(c in "0123456789abcdef" for c in compact) and compact:
-        if len(compact) == 32:
-            condition |= Q(pk=uuid.UUID(compact))
-        else:
-            condition |= Q(trace_id__startswith=compact)
+    hexadecimal = bool(compact) and all(c in "0123456789abcdef" for c in compact)
+    if hexadecimal and len(compact) == 32:
+        # A full id: a primary-key lookup (or, rarely, a session named like one).
+        return Q(pk=uuid.UUID(compact)) | Q(session_id=q)
+    condition = Q(pk__in=[])
+    agent_ids = list(
+        Agent.objects.filter(workspace=workspace, name__icontains=q).values_list("pk", flat=True)
+    )
+    if agent_ids:
+        condition |= Q(agent_id__in=agent_ids)
+    if Execution.objects.filter(workspace=workspace, session_id=q).exists():
+        condition |= Q(session_id=q)
+    if hexadecimal:
+        condition |= Q(trace_id__startswith=compact)
     return condition
 
 
 def execution_matches(*, execution: Execution, filters: ExecutionFilters) -> bool:
-    """Whether one execution is in the list `filters` select (live list updates)."""
-    # `is not None`, not truthiness: cost_above=0 is a filter (cost > 0), not "no filter".
-    if all(value is None for value in vars(filters).values()):
-        return True
+    """Whether one execution is in the list `filters` select (live list rows, the list page's
+    check of a new row): decided in memory when it can be, else by the database."""
+    decided = execution_matches_in_memory(execution=execution, filters=filters)
+    if decided is not None:
+        return decided
     return (
         execution_list(workspace=execution.workspace, filters=filters)
         .filter(pk=execution.pk)
         .exists()
     )
+
+
+def execution_matches_in_memory(*, execution: Any, filters: ExecutionFilters) -> bool | None:
+    """Whether `execution` is in the list `filters` select, decided in memory exactly like
+    execution_list decides in SQL. None when a filter cannot be decided here (a metadata path
+    ending in a lookup, say): ask execution_matches, which asks the database."""
+    # `is not None`, not truthiness: cost_above=0 is a filter (cost > 0), not "no filter".
+    if filters.status and execution.status not in filters.status:
+        return False
+    if filters.agent_id and not _same_id(execution.agent_id, filters.agent_id):
+        return False
+    if filters.session_id and execution.session_id != filters.session_id:
+        return False
+    if filters.created_after and not _aware(execution.created_at) >= filters.created_after:
+        return False
+    if filters.created_before and not _aware(execution.created_at) < filters.created_before:
+        return False
+    if filters.cost_above is not None and not (
+        execution.cost is not None and Decimal(execution.cost) > filters.cost_above
+    ):
+        return False
+    if filters.parent_id and not _same_id(execution.parent_id, filters.parent_id):
+        return False
+    undecided = False
+    for key, value in (filters.metadata or {}).items():
+        found = _metadata_matches(execution.metadata, key, value)
+        if found is False:
+            return False
+        undecided = undecided or found is None
+    if filters.q and not _text_matches(execution, filters.q):
+        return False
+    return None if undecided else True
+
+
+def _same_id(value: Any, wanted: str) -> bool:
+    if value is None:
+        return False
+    try:
+        return uuid.UUID(str(value)) == uuid.UUID(str(wanted))
+    except ValueError:
+        return False
+
+
+def _aware(moment: datetime) -> datetime:
+    return timezone.make_aware(moment, timezone.UTC) if timezone.is_naive(moment) else moment
+
+
+def _metadata_matches(metadata: Any, key: str, value: str) -> bool | None:
+    """`metadata__<key>=<value>` as execution_list builds it: `a__b` is a nested path, a number
+    or boolean compares as JSON, anything else as a string."""
+    path = key.split("__")
+    if len(path) > 1 and path[-1] in KeyTransform.get_lookups():
+        return None
+    current = metadata
+    for part in path:
+        if isinstance(current, dict):
+            if part.isdigit():
+                return None  # the database reads a number as an array index here
+            if part not in current:
+                return False
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit():
+            index = int(part)
+            if index >= len(current):
+                return False
+            current = current[index]
+        else:
+            return False
+    wanted = metadata_value(value)
+    if isinstance(wanted, bool) or isinstance(current, bool):
+        return isinstance(wanted, bool) and isinstance(current, bool) and wanted is current
+    if isinstance(wanted, (int, float)):
+        return isinstance(current, (int, float)) and current == wanted
+    return isinstance(current, str) and current == wanted
+
+
+def _text_matches(execution: Any, q: str) -> bool:
+    compact = q.replace("-", "").lower()
+    hexadecimal = bool(compact) and all(c in "0123456789abcdef" for c in compact)
+    if hexadecimal and len(compact) == 32:
+        return execution.pk == uuid.UUID(compact) or execution.session_id == q
+    if execution.session_id == q:
+        return True
+    if q.casefold() in (execution.agent.name or "").casefold():
+        return True
+    return hexadecimal and (execution.trace_id or "").startswith(compact)

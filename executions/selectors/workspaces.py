@@ -1,10 +1,35 @@
-"""Reads for workspace settings: members, API keys, saved views."""
+"""Reads for workspaces: whose member a user is (the one place that answers it, for the
+dashboard, its sockets and the approval rules), members, API keys, saved views."""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
 
 from django.db.models import QuerySet
 
 from executions.models import ApiKey, Membership, SavedView, Workspace
+
+
+def membership_get(*, user: Any, workspace: Any = None) -> Membership | None:
+    """The user's membership of `workspace` (a Workspace or its id), or of their first workspace
+    when none is named; None when they are not a member (a malformed id is no membership)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    memberships = membership_list_for_user(user=user)
+    if workspace in (None, ""):
+        return memberships.order_by("created_at").first()
+    workspace_id = getattr(workspace, "pk", workspace)
+    try:
+        workspace_id = uuid.UUID(str(workspace_id))
+    except ValueError:
+        return None
+    return memberships.filter(workspace_id=workspace_id).first()
+
+
+def membership_list_for_user(*, user: Any) -> QuerySet:
+    """Every workspace the user belongs to (the dashboard's workspace switcher)."""
+    return Membership.objects.filter(user=user).select_related("workspace")
 
 
 def membership_list(*, workspace: Workspace) -> QuerySet:
