@@ -21,8 +21,8 @@ from executions import selectors
 from executions.api.common import (
     WRITE_ERRORS,
     body_doc,
+    checked_body,
     json_reply,
-    optional_body,
     replies,
     require,
 )
@@ -85,6 +85,7 @@ def approval_list(
     response=replies({200: s.BulkReply}, *WRITE_ERRORS),
 )
 def approval_bulk_decide(request: HttpRequest, body: s.BulkDecideIn):
+    require(request, Role.REVIEWER)  # as the dashboard: a viewer decides nothing, in bulk or not
     if body.ids is None and body.filter is None:
         raise ValidationFailed(
             "send ids or a filter", details=[field_error("ids", "ids or filter is required")]
@@ -255,7 +256,8 @@ def webhook_get(request: HttpRequest, webhook_id: Text):
 def webhook_update(request: HttpRequest, webhook_id: Text):
     require(request, Role.ADMIN)
     hook = approval_selectors.webhook_get(workspace=request.workspace, webhook_id=webhook_id)
-    hook = notifications.webhook_update(webhook=hook, data=optional_body(request))
+    changes = checked_body(request, s.WebhookPatchIn)
+    hook = notifications.webhook_update(webhook=hook, data=changes)
     return json_reply({"data": webhook_out(hook)})
 
 

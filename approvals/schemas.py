@@ -3,20 +3,16 @@ schemas). The handlers return `approvals/serializers.py` dicts; these document t
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from ninja import Field, Schema
-from pydantic import AfterValidator
 
-from executions.validation import SafeJson, SafeStr, SafeText, _pydantic_json
-
-SafeObject = Annotated[dict[str, Any], AfterValidator(_pydantic_json)]
-SafeList = Annotated[list[Any], AfterValidator(_pydantic_json)]
+from executions.validation import BodyIn, SafeJson, SafeList, SafeObject, SafeStr, SafeText
 
 # --- inputs ----------------------------------------------------------------------------------
 
 
-class DecideIn(Schema):
+class DecideIn(BodyIn):
     decision: SafeStr(16) = Field(..., description="approve | reject | edit | respond")
     reason: SafeText | None = None
     payload: SafeJson = Field(None, description="the edited payload (edit)")
@@ -25,7 +21,7 @@ class DecideIn(Schema):
     options: SafeList | None = Field(None, description="several options (multiple choice)")
 
 
-class BulkDecideIn(Schema):
+class BulkDecideIn(BodyIn):
     decision: SafeStr(16)
     reason: SafeText | None = None
     ids: list[SafeStr(64)] | None = None
@@ -34,31 +30,32 @@ class BulkDecideIn(Schema):
     )
 
 
-class CommentIn(Schema):
+class CommentIn(BodyIn):
     body: SafeText
 
 
-class ApprovalRequestIn(Schema):
+class ApprovalRequestIn(BodyIn):
     """What an external agent asks a human (the approval spec) and the payload to review."""
 
     model_config = {"extra": "allow"}
-    title: SafeText | None = None
+    title: SafeStr(300) | None = None
     description: SafeText | None = None
+    step_path: SafeStr(200) | None = None
     payload: SafeJson = None
 
 
-class WebhookIn(Schema):
-    url: SafeStr(2000)
+class WebhookIn(BodyIn):
+    url: SafeStr(1000)
     events: list[SafeStr(64)] = Field(default_factory=lambda: ["*"])
-    description: SafeText = ""
-    secret: SafeStr(200) | None = Field(None, description="leave out to have one generated")
+    description: SafeStr(200) = ""
+    secret: SafeStr(100) | None = Field(None, description="leave out to have one generated")
 
 
-class WebhookPatchIn(Schema):
-    url: SafeStr(2000) | None = None
+class WebhookPatchIn(BodyIn):
+    url: SafeStr(1000) | None = None
     events: list[SafeStr(64)] | None = None
     active: bool | None = None
-    description: SafeText | None = None
+    description: SafeStr(200) | None = None
 
 
 # --- outputs ---------------------------------------------------------------------------------

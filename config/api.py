@@ -119,6 +119,12 @@ def on_bad_json(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(400, f"request body is not valid JSON: {exc}", "malformed_json")
 
 
+@api.exception_handler(RecursionError)
+def on_too_deep(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # json.loads recurses once per nesting level: a body of 100,000 "[" ends here.
+    return error_response(400, "request body is nested too deeply", "malformed_json")
+
+
 @api.exception_handler(RequestDataTooBig)
 def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
     from django.conf import settings

@@ -15,7 +15,8 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from ninja import Schema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, model_validator
 
 from executions.errors import ValidationFailed, field_error
 
@@ -178,3 +179,18 @@ SafeJson = Annotated[Any, AfterValidator(_pydantic_json)]
 """Any JSON value that both SQLite and PostgreSQL jsonb can store."""
 
 SafeInt = Annotated[int, BeforeValidator(_reject_huge_ints)]
+SafeObject = Annotated[dict[str, Any], AfterValidator(_pydantic_json)]
+SafeList = Annotated[list[Any], AfterValidator(_pydantic_json)]
+
+
+class BodyIn(Schema):
+    """Base of request-body schemas: the body must be a JSON object. (ninja's Schema reads
+    attributes off any value, so a list or a string body would otherwise validate as an object
+    with every field left out.)"""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, value: Any) -> Any:
+        if not isinstance(getattr(value, "_obj", value), (dict, BaseModel)):  # DjangoGetter
+            raise ValueError("request body must be a JSON object")
+        return value

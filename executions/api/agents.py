@@ -14,8 +14,8 @@ from executions.api.common import (
     REVIEWER,
     WRITE_ERRORS,
     body_doc,
+    checked_body,
     data,
-    optional_body,
     page_out,
     replies,
     require,
@@ -25,6 +25,7 @@ from executions.live import follow
 from executions.validation import SafeStr, clean_text
 
 router = Router(tags=["agents"])
+Text = SafeStr(200)
 
 
 @router.get("", summary="List agents", response=replies({200: s.AgentPage}))
@@ -54,7 +55,7 @@ def agent_create(request: HttpRequest, body: s.AgentIn):
 
 
 @router.get("/{agent_id}", summary="Get an agent", response=replies({200: s.AgentReply}, 404))
-def agent_get(request: HttpRequest, agent_id: str):
+def agent_get(request: HttpRequest, agent_id: Text):
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     return data(serializers.agent_out(agent))
 
@@ -65,12 +66,10 @@ def agent_get(request: HttpRequest, agent_id: str):
     response=replies({200: s.AgentReply}, 404, *WRITE_ERRORS),
     openapi_extra=body_doc(s.AgentPatchIn),
 )
-def agent_update(request: HttpRequest, agent_id: str):
+def agent_update(request: HttpRequest, agent_id: Text):
     require(request, ADMIN)
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
-    changes = optional_body(request)
-    if "name" in changes:
-        clean_text(changes["name"], field="name", max_length=200)
+    changes = checked_body(request, s.AgentPatchIn)
     return data(serializers.agent_out(services.agent_update(agent=agent, data=changes)))
 
 
@@ -79,7 +78,7 @@ def agent_update(request: HttpRequest, agent_id: str):
     summary="Delete an agent (refused while it has unfinished runs)",
     response=replies({204: None}, 404, 403, 409),
 )
-def agent_delete(request: HttpRequest, agent_id: str):
+def agent_delete(request: HttpRequest, agent_id: Text):
     require(request, ADMIN)
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     services.agent_delete(agent=agent)
@@ -91,7 +90,7 @@ def agent_delete(request: HttpRequest, agent_id: str):
     summary="List an agent's versions",
     response=replies({200: s.VersionList}, 404),
 )
-def version_list(request: HttpRequest, agent_id: str):
+def version_list(request: HttpRequest, agent_id: Text):
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     versions = agent.versions.select_related("agent").order_by("-number")
     return data([serializers.version_out(v) for v in versions])
@@ -102,7 +101,7 @@ def version_list(request: HttpRequest, agent_id: str):
     summary="Create a version (validated definition)",
     response=replies({201: s.VersionReply}, 404, *WRITE_ERRORS),
 )
-def version_create(request: HttpRequest, agent_id: str, body: s.VersionIn):
+def version_create(request: HttpRequest, agent_id: Text, body: s.VersionIn):
     require(request, ADMIN)
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     version = services.agent_version_create(
@@ -128,7 +127,7 @@ def version_create(request: HttpRequest, agent_id: str, body: s.VersionIn):
     summary="Get a version",
     response=replies({200: s.VersionReply}, 404),
 )
-def version_get(request: HttpRequest, agent_id: str, version_id: str):
+def version_get(request: HttpRequest, agent_id: Text, version_id: Text):
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     version = selectors.agent_version_get(agent=agent, version_id=version_id)
     return data(serializers.version_out(version))
@@ -140,7 +139,7 @@ def version_get(request: HttpRequest, agent_id: str, version_id: str):
     summary="Make a version current",
     response=replies({200: s.AgentReply}, 404, 403, 409),
 )
-def version_promote(request: HttpRequest, agent_id: str, version_id: str):
+def version_promote(request: HttpRequest, agent_id: Text, version_id: Text):
     require(request, ADMIN)
     agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
     version = selectors.agent_version_get(agent=agent, version_id=version_id)
@@ -155,7 +154,7 @@ EXECUTE_REPLIES = replies({200: s.ExecutionReply, 201: s.ExecutionReply}, 404, *
     summary="Execute an agent (201 started; 200 an Idempotency-Key replay; sync: true waits)",
     response=EXECUTE_REPLIES,
 )
-async def agent_execute(request: HttpRequest, agent_id: str, body: s.ExecuteIn):
+async def agent_execute(request: HttpRequest, agent_id: Text, body: s.ExecuteIn):
     return await execute(request, agent_id, body)
 
 

@@ -81,6 +81,13 @@ def optional_input(request: HttpRequest, schema: type[BaseModel]) -> BaseModel:
         raise ValidationFailed(f"invalid request: {summary}", details=details) from None
 
 
+def checked_body(request: HttpRequest, schema: type[BaseModel]) -> dict[str, Any]:
+    """The optional body as sent (services refuse unknown keys themselves), after `schema`
+    has checked the fields it knows (lengths, NUL, types)."""
+    optional_input(request, schema)
+    return optional_body(request)
+
+
 def body_doc(schema: type[BaseModel], *, required: bool = False) -> dict[str, Any]:
     """`openapi_extra` for an operation that reads its (optional) body itself."""
     return {

@@ -19,6 +19,7 @@ from executions.api.common import (
     REVIEWER,
     WRITE_ERRORS,
     body_doc,
+    checked_body,
     data,
     optional_body,
     optional_input,
@@ -247,7 +248,7 @@ def execution_events(request: HttpRequest, execution_id: Text):
 def execution_request_approval(request: HttpRequest, execution_id: Text):
     require(request, REVIEWER)
     execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
-    body = optional_body(request)
+    body = checked_body(request, s.ApprovalRequestIn)
     payload = body.pop("payload", None)
     approval = approval_services.approval_request(
         execution=execution, spec=body, payload=payload, actor=request.actor

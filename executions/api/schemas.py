@@ -8,18 +8,14 @@ classes give the OpenAPI document, and schemathesis, the shape to check every re
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AfterValidator
 
 from approvals.schemas import ApprovalOut, ApprovalReply, ApprovalRequestIn
-from executions.validation import SafeJson, SafeStr, SafeText, _pydantic_json
+from executions.validation import BodyIn, SafeJson, SafeList, SafeObject, SafeStr, SafeText
 
 __all__ = ["ApprovalReply", "ApprovalRequestIn"]  # re-exported for the executions router
-
-SafeObject = Annotated[dict[str, Any], AfterValidator(_pydantic_json)]
-SafeList = Annotated[list[Any], AfterValidator(_pydantic_json)]
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -40,7 +36,7 @@ class ErrorOut(Schema):
 # --- inputs ----------------------------------------------------------------------------------
 
 
-class AgentIn(Schema):
+class AgentIn(BodyIn):
     name: SafeStr(200)
     type: SafeStr(16) = Field("agent", description="agent | workflow | python | external")
     description: SafeText = ""
@@ -48,13 +44,14 @@ class AgentIn(Schema):
     template_id: SafeStr(200) | None = None
 
 
-class AgentPatchIn(Schema):
+class AgentPatchIn(BodyIn):
     name: SafeStr(200) | None = None
+    type: SafeStr(16) | None = Field(None, description="accepted only if unchanged")
     description: SafeText | None = None
     metadata: SafeObject | None = None
 
 
-class VersionIn(Schema):
+class VersionIn(BodyIn):
     version: SafeStr(64) | None = None
     config: SafeObject = Field(default_factory=dict)
     input_schema: SafeObject | None = None
@@ -69,7 +66,7 @@ class VersionIn(Schema):
     guardrails: SafeList | None = None
 
 
-class ExecuteIn(Schema):
+class ExecuteIn(BodyIn):
     input: SafeJson = None
     metadata: SafeObject | None = None
     session_id: SafeStr(200) | None = None
@@ -81,15 +78,15 @@ class ExecutionIn(ExecuteIn):
     agent_id: SafeStr(200) = Field(..., description="id (or name) of the agent to run")
 
 
-class ResumeIn(Schema):
+class ResumeIn(BodyIn):
     input: SafeJson = None
 
 
-class CancelIn(Schema):
+class CancelIn(BodyIn):
     reason: SafeText | None = None
 
 
-class DecisionShortcutIn(Schema):
+class DecisionShortcutIn(BodyIn):
     reason: SafeText | None = None
     payload: SafeJson = None
     response: SafeJson = None
@@ -97,7 +94,7 @@ class DecisionShortcutIn(Schema):
     options: SafeList | None = None
 
 
-class ExternalEventsIn(Schema):
+class ExternalEventsIn(BodyIn):
     """One event, or several under `events`: steps, logs, usage, output or error."""
 
     model_config = {"extra": "allow"}
