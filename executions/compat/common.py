@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -140,6 +141,42 @@ def install_error_handlers(api: NinjaAPI, render: Renderer) -> None:
     api.add_exception_handler(json.JSONDecodeError, on_bad_json)
     api.add_exception_handler(UnicodeDecodeError, on_bad_json)  # a body that is not UTF-8
     api.add_exception_handler(RequestDataTooBig, on_too_big)
+
+
+def face_urls(api: NinjaAPI, render: Renderer) -> tuple[list, str, str]:
+    """`api.urls`, except that a method a path does not take is answered in the face's own
+    body (ninja's is a bare text 405), with the same Allow header."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        pattern.callback = _json_not_allowed(pattern.callback, render)
+    return patterns, app_name, namespace
+
+
+def _json_not_allowed(view: Callable, render: Renderer) -> Callable:
+    def fix(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code != 405 or response.get("Content-Type", "").endswith("json"):
+            return response
+        allowed = response.get("Allow", "")
+        answer = render(
+            request,
+            Problem(405, f"{request.method} is not allowed here; use {allowed}", "not_allowed"),
+        )
+        answer["Allow"] = allowed
+        return answer
+
+    if iscoroutinefunction(view):
+
+        async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return fix(request, await view(request, *args, **kwargs))
+
+        markcoroutinefunction(wrapped)
+    else:
+
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return fix(request, view(request, *args, **kwargs))
+
+    wrapped.csrf_exempt = True  # ninja's views are; a face's error must not turn into CSRF's
+    return wrapped
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:

@@ -325,6 +325,6 @@ def execution_change_status(request: HttpRequest, execution_id: Id, body: s.Chan
 
 urlpatterns = [
     path("v0/", include(julep_v0.urlpatterns)),
-    path("", api.urls),
+    path("", common.face_urls(api, render_error)),
     re_path(r"^(?P<rest>.*)$", not_found),
 ]

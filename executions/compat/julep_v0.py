@@ -330,6 +330,6 @@ def execution_get(request: HttpRequest, task_id: Id, execution_id: Id):
 
 
 urlpatterns = [
-    path("", api.urls),
+    path("", common.face_urls(api, render_error)),
     re_path(r"^(?P<rest>.*)$", not_found),
 ]

@@ -334,6 +334,6 @@ def execution_delete(
 
 
 urlpatterns = [
-    path("", api.urls),
+    path("", common.face_urls(api, render_error)),
     re_path(r"^(?P<rest>.*)$", not_found),
 ]
