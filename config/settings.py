@@ -206,7 +206,9 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
+            # channels-redis's pub/sub layer; its receive loop logs a Redis outage once each
+            # way and re-syncs the pages when Redis returns (executions/live/layer.py).
+            "BACKEND": "executions.live.layer.PubSubLayer"
             if CHANNEL_LAYER == "pubsub"
             else "channels_redis.core.RedisChannelLayer",
             "CONFIG": {

@@ -37,6 +37,7 @@ from django.utils.dateparse import parse_datetime
 from approvals.models import Approval
 from executions import selectors
 from executions.live import events, fanout, fragments
+from executions.live.layer import OUTAGE_ERRORS
 from executions.models import Execution
 
 logger = logging.getLogger("steward.live")
@@ -75,6 +76,15 @@ def _ids(values: Any) -> set[str]:
 class LiveConsumer(AsyncWebsocketConsumer):
     groups_joined: list[str]
 
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """A socket that cannot get its channel (Redis is away) is refused quietly: the outage
+        is logged once (events.layer_health), and the page retries with backoff."""
+        try:
+            await super().__call__(scope, receive, send)
+        except OUTAGE_ERRORS as exc:
+            events.layer_health.failed(exc)
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+
     async def connect(self) -> None:
         self.groups_joined = []
         user = self.scope.get("user")
@@ -105,7 +115,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self._join(events.workspace_executions_group(workspace_id))
             if self.page == "execution" or (self.page == "approval" and self.execution_id):
                 await self._join(events.execution_group(self.execution_id))
-        except Exception as exc:  # noqa: BLE001 - the layer is down: logged once, page retries
+        except OUTAGE_ERRORS as exc:  # the layer is down: logged once, the page retries
             events.layer_health.failed(exc)
             await self.close(code=TRY_AGAIN_LATER)
             return
@@ -123,7 +133,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as exc:  # noqa: BLE001 - the layer is down; nothing to undo
+            except OUTAGE_ERRORS as exc:  # the layer is down; nothing to undo
                 events.layer_health.failed(exc)
                 return
 
