@@ -34,7 +34,7 @@ from executions.pages.approval_contexts import (
     item_context,
     panel_context,
 )
-from executions.pages.base import base_context, page, safe_next, settings_context
+from executions.pages.base import base_context, page, require_role, safe_next, settings_context
 from executions.pages.forms import (
     BulkDecisionForm,
     CommentForm,
@@ -276,6 +276,7 @@ def approval_bulk(request: HttpRequest) -> HttpResponse:
 @require_POST
 def approval_comment(request: HttpRequest, approval_id: str) -> HttpResponse:
     approval = _get(request, approval_id)
+    require_role(request, Role.REVIEWER)  # as the API: viewers read the discussion only
     form = CommentForm(request.POST)
     error = ""
     try:
@@ -295,7 +296,7 @@ def approval_comment(request: HttpRequest, approval_id: str) -> HttpResponse:
             messages.error(request, error)
         return redirect(reverse("approval_detail", args=[approval.pk]))
     context = {"approval": approval, "comments": list(approval.comments.all()),
-               "comment_error": error}  # fmt: skip
+               "comment_error": error, "can_operate": True}  # fmt: skip
     return render(request, "approvals/detail.html#comments", context, status=422 if error else 200)
 
 
