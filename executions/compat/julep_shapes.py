@@ -46,7 +46,15 @@ TASK_FIELDS = {"name", "description", "canonical_name", "inherit_tools", "metada
 # Keys of a version config that never show in a Julep task.
 HIDDEN_CONFIG = {"model", "system_prompt", "type", "julep_agent", "limits", "run_budget"}
 # Query parameters: a problem with one of these is located in the query, not the body.
-QUERY_FIELDS = {"limit", "offset", "sort_by", "direction", "metadata_filter", "scope_id"}
+QUERY_FIELDS = {
+    "limit",
+    "offset",
+    "sort_by",
+    "direction",
+    "metadata_filter",
+    "scope_id",
+    "next_page_token",
+}
 
 
 # --- errors ----------------------------------------------------------------------------------
