@@ -234,6 +234,8 @@ TRAFFIC_QUESTIONS = [
 # Refunds above the approval threshold are only started while the inbox holds fewer than
 # this many, so a demo left running does not bury reviewers.
 MAX_PENDING_DEMO_APPROVALS = 5
+# Share of demo refunds whose order is topped up first, so roughly one in ten is refused.
+RESTOCK_SHARE = 0.9
 
 
 def demo_traffic(
@@ -261,6 +263,8 @@ def demo_traffic(
             waiting = Approval.objects.filter(workspace=workspace, status="pending").count()
             if waiting >= MAX_PENDING_DEMO_APPROVALS:
                 payload["amount"] = 40
+        if name == "refund-desk" and rng.random() < RESTOCK_SHARE:
+            _restock(workspace, payload["order_id"], payload["amount"])
         agent = agents.get(name)
         if agent is not None:
             services.execution_start(
@@ -273,6 +277,14 @@ def demo_traffic(
         next_at += interval
         stop.wait(max(0.0, next_at - time.monotonic()))
     return started
+
+
+def _restock(workspace: Workspace, order_id: str, amount: float) -> None:
+    """Most demo refunds fit what is left on their order (the others fail, as they should):
+    an order with too little left is reset, as if the shop had taken a new one."""
+    order = DemoOrder.objects.filter(workspace=workspace, order_id=order_id).first()
+    if order is not None and order.total - order.refunded < Decimal(str(amount)):
+        DemoOrder.objects.filter(pk=order.pk).update(refunded=0, refund_count=0, status="paid")
 
 
 def _pick(rng: random.Random) -> tuple[str, dict[str, Any]]:

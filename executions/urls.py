@@ -38,6 +38,11 @@ urlpatterns = [
         name="execution_detail",
     ),
     path(
+        "executions/<str:execution_id>/tool-results/<str:call_id>/",
+        execution_detail.execution_tool_result,
+        name="execution_tool_result",
+    ),
+    path(
         "executions/<str:execution_id>/cancel/",
         execution_detail.execution_cancel,
         name="execution_cancel",

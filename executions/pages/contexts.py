@@ -29,6 +29,7 @@ from executions.pages.approval_contexts import (
     panel_context,
 )
 from executions.pages.base import caps
+from executions.pages.timing import run_times, step_class, waterfall
 
 __all__ = [
     "RANGES",
@@ -110,63 +111,6 @@ def row_html(execution: Execution, *, upsert: bool) -> str:
 
 # --- execution detail ------------------------------------------------------------------------
 
-STEP_CLASS = {
-    "prompt": "llm",
-    "llm": "llm",
-    "model": "llm",
-    "agent": "llm",
-    "tool": "tool",
-    "tool_call": "tool",
-    "approval": "approval",
-    "wait_for_input": "input",
-    "error": "error",
-}
-
-
-def step_class(kind: str, step_type: str = "") -> str:
-    if step_type in {"error"}:
-        return "error"
-    return STEP_CLASS.get(kind or "", "step")
-
-
-def waterfall(execution: Execution, steps: list) -> dict[str, Any]:
-    """Start offset and width (percent of the run) of every timed step."""
-    timed = [s for s in steps if s.started_at and s.ended_at]
-    begin = execution.started_at or execution.created_at
-    if timed:
-        begin = min([begin, *[s.started_at for s in timed]])
-    if execution.completed_at:
-        end = execution.completed_at
-    elif execution.status in {"running", "pending"}:
-        end = timezone.now()
-    else:
-        # Parked: the axis ends at the last thing that happened, not at "now".
-        end = max([begin, *[s.created_at for s in steps], *[s.ended_at for s in timed]])
-    if timed:
-        end = max([end, *[s.ended_at for s in timed]])
-    span = max((end - begin).total_seconds() * 1000, 1.0)
-    rows = []
-    for step in timed:
-        offset = (step.started_at - begin).total_seconds() * 1000
-        length = max((step.ended_at - step.started_at).total_seconds() * 1000, 0)
-        usage = step.usage or {}
-        rows.append(
-            {
-                "step": step,
-                "cls": step_class(step.step_kind, step.type),
-                "left": round(100 * offset / span, 2),
-                "width": round(max(100 * length / span, 0.4), 2),
-                "ms": int(length),
-                "offset_ms": int(offset),
-                "tokens": usage.get("total_tokens")
-                or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
-                or None,
-                "cost": step.cost,
-            }
-        )
-    ticks = [int(span * f) for f in (0, 0.25, 0.5, 0.75, 1)]
-    return {"rows": rows, "span_ms": int(span), "ticks": ticks}
-
 
 def detail_context(
     execution: Execution, *, membership: Membership, user: Any, with_events: bool = True
@@ -180,6 +124,7 @@ def detail_context(
         "steps": steps,
         "earlier": earlier,
         "waterfall": waterfall(execution, steps),
+        "times": run_times(execution, steps),
         "children": list(
             execution.children.select_related("agent", "agent_version").order_by("id")[:50]
         ),

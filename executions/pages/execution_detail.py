@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -43,6 +44,21 @@ def execution_detail(request: HttpRequest, execution_id: str) -> HttpResponse:
     context.update(base_context(request, "executions",
                                 live={"page": "execution", "id": str(execution.pk)}))  # fmt: skip
     return render(request, "executions/detail.html", context)
+
+
+@page
+@require_GET
+def execution_tool_result(request: HttpRequest, execution_id: str, call_id: str) -> HttpResponse:
+    """The full result of one tool call, for the streamed line that shows only its summary."""
+    execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    step = (
+        selectors.transition_list(execution=execution)
+        .filter(Q(input__call_id=call_id) | Q(step_path=call_id), step_kind="tool")
+        .first()
+    )
+    if step is None:
+        raise Http404("no recorded result for that tool call")
+    return render(request, "executions/detail.html#tool_result", {"t": step})
 
 
 def _operate(request: HttpRequest, execution_id: str, action: Callable[[Execution], Any]):

@@ -62,7 +62,7 @@ def hourly_chart(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]
         )
         bucket[group] += row["n"]
     peak = max([sum(b.values()) for b in buckets.values()] + [1])
-    width, height, pad_left, pad_bottom = 720, 180, 32, 20
+    width, height, pad_left, pad_bottom = 720, 190, 32, 30
     slot = (width - pad_left) / 24
     bars = []
     for i, (hour, b) in enumerate(buckets.items()):
@@ -84,8 +84,11 @@ def hourly_chart(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]
                 "bad": b["bad"],
                 "other": b["other"],
                 "label": hour.strftime("%H:00"),
-                "show_label": i % 3 == 0,
+                # Every third hour, counted back from the current one so that it is labelled.
+                "show_label": i % 3 == 2,
+                "now": i == 23,
                 "tx": round(x + (slot - 4) / 2, 1),
+                "right": round(x + slot - 4, 1),
             }
         )
     return {
@@ -122,7 +125,7 @@ def cost_chart(rows: list[dict[str, Any]], *, now: datetime) -> dict[str, Any]:
         if day in per_day:
             per_day[day][row["agent__name"]] = row["cost"] or Decimal(0)
     peak = max([sum(v.values(), Decimal(0)) for v in per_day.values()] + [Decimal("0.000001")])
-    width, height, pad_left, pad_bottom = 720, 180, 48, 20
+    width, height, pad_left, pad_bottom = 720, 190, 56, 30
     slot = (width - pad_left) / 7
     bars = []
     for i, day in enumerate(days):

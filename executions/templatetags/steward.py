@@ -46,6 +46,17 @@ def status_badge(status: str) -> SafeString:
 
 
 @register.filter
+def status_summary(statuses: Any, selected: Any) -> dict[str, str]:
+    """The Status filter's one-line label: "Any status", "Completed, Failed", or
+    "Completed +2" when more are ticked (the full list goes in the tooltip)."""
+    labels = [status_label(s) for s in statuses if s in (selected or ())]
+    if not labels:
+        return {"short": "Any status", "full": "Any status"}
+    short = ", ".join(labels) if len(labels) <= 2 else f"{labels[0]} +{len(labels) - 1}"
+    return {"short": short, "full": ", ".join(labels)}
+
+
+@register.filter
 def duration(ms: Any) -> str:
     """Milliseconds as a short human duration: 340 ms, 2.4 s, 3 m 05 s, 1 h 02 m."""
     if ms in (None, ""):
@@ -150,7 +161,8 @@ def _scalar(value: Any) -> str:
         return f'<span class="b">{"true" if value else "false"}</span>'
     if isinstance(value, (int, float, Decimal)):
         return f'<span class="n">{escape(str(value))}</span>'
-    return f'<span class="s">{escape(json.dumps(str(value), ensure_ascii=False))}</span>'
+    # The string as text (real line breaks, no backslash escapes), quoted to read as a string.
+    return f'<span class="s">"{escape(str(value))}"</span>'
 
 
 def _tree(value: Any, depth: int, suffix: str = "") -> str:
@@ -185,6 +197,11 @@ def _tree(value: Any, depth: int, suffix: str = "") -> str:
         opened = " open" if depth < _OPEN_DEPTH else ""
         return f"<details{opened}><summary>[{preview}</summary>{inner}]{suffix}</details>"
     return _scalar(value) + suffix
+
+
+@register.filter
+def is_text(value: Any) -> bool:
+    return isinstance(value, str)
 
 
 @register.filter
@@ -225,7 +242,7 @@ def _brief(value: Any, limit: int = 200) -> str:
 
 
 @register.filter
-def event_text(ev: Any) -> dict[str, str]:
+def event_text(ev: Any) -> dict[str, Any]:
     """A streamed event as (css class, text) for the stream panel."""
     data = ev.data if isinstance(ev.data, dict) else {"value": ev.data}
     kind = ev.type
@@ -234,14 +251,20 @@ def event_text(ev: Any) -> dict[str, str]:
     if kind == "content":
         return {"cls": "content", "text": str(text)}
     if kind == "thinking":
-        return {"cls": "ev thinking", "text": f"💭 {text}"}
+        # An SVG icon in the partial, not an emoji: no emoji font is needed to see it.
+        return {"cls": "ev thinking", "text": str(text), "icon": "thinking"}
     if kind == "tool_start":
         args = data.get("arguments", data.get("args"))
         shown = _brief(args) if args is not None else ""
         return {"cls": "ev", "text": f"▶ {name}({shown})" if shown else f"▶ {name} …"}
     if kind == "tool_end":
         result = data.get("summary", data.get("output", data.get("result", data.get("error"))))
-        return {"cls": "ev", "text": f"✓ {name} → {_brief(result)}" if result else f"✓ {name}"}
+        shown = _brief(result) if result else ""
+        # The engine streams a summary cut at ~120 characters; the full result is one click away
+        # (the tool step's recorded output, fetched when the line is opened).
+        more = bool(data.get("id")) and shown.endswith("…")
+        return {"cls": "ev", "text": f"✓ {name} → {shown}" if shown else f"✓ {name}",
+                "more": more, "call": str(data.get("id") or "")}  # fmt: skip
     if kind == "error":
         return {"cls": "ev error", "text": f"✕ {data.get('error') or data.get('message') or ''}"}
     if kind == "done":

@@ -55,11 +55,16 @@ def chromium():
 
 @pytest.fixture
 def open_page(chromium, server, request):
-    """open_page(member) -> a logged-in page in its own browser context."""
+    """open_page(member, path, width=390, color_scheme="dark") -> a logged-in page in its own
+    browser context."""
     contexts = []
 
-    def make(member: Any, path: str = "/") -> Any:
-        context = chromium.new_context(viewport={"width": 1360, "height": 900})
+    def make(
+        member: Any, path: str = "/", *, width: int = 1360, color_scheme: str = "light"
+    ) -> Any:
+        context = chromium.new_context(
+            viewport={"width": width, "height": 900}, color_scheme=color_scheme
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
