@@ -92,10 +92,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHENTICATED)
             return
         self.user = user
-        params = parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=False)
+        params = parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=True)
         self.params = QueryDict(mutable=True)
         for key, values in params.items():
-            self.params.setlist(key, values)
+            # Blank filters mean no filter; a blank `shown` means a page that shows no rows.
+            values = values if key == "shown" else [v for v in values if v]
+            if values:
+                self.params.setlist(key, values)
         self.page = self.params.get("page", "other")
         if self.page not in PAGES:
             self.page = "other"
