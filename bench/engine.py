@@ -1,6 +1,11 @@
 """Engine benchmark: prints one JSON line.
 
-    .venv/bin/python bench/engine.py [--workers W] [--concurrency C] [--executions N]
+    .venv/bin/python bench/engine.py [--workers W] [--concurrency C] [--executions N] [--peers]
+
+With `--peers` (after `uv sync --group bench`), the same 3-step workload also runs on Celery 5
+(prefork, concurrency 2, Redis broker + result backend) and DBOS Transact 3 (PostgreSQL system
+database, workflows called from 8 threads) in the same invocation (bench/engine_peers.py), and
+the line carries their figures and Steward's ratios to them.
 
 Runs against PostgreSQL + Redis in the production process layout (separate `manage.py worker`
 processes) on a scratch database (`steward_bench`, recreated each run):
@@ -21,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -31,11 +35,12 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The peers' workload: step1 x = n*2, step2 y = x+1, step3 returns {"result": y}.
 THREE_STEPS = {
     "main": [
-        {"evaluate": {"a": "$ inputs['n'] + 1"}},
-        {"evaluate": {"b": "$ _['a'] * 2"}},
-        {"return": {"n": "$ _['b']"}},
+        {"evaluate": {"x": "$ inputs['n'] * 2"}},
+        {"evaluate": {"y": "$ _['x'] + 1"}},
+        {"return": {"result": "$ _['y']"}},
     ]
 }
 
@@ -52,10 +57,121 @@ def scratch_database(base_url: str, name: str) -> str:
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
     return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    """RSS of a process and its children (Celery's prefork pool)."""
+    total = rss_kb(pid)
+    for child in Path("/proc").iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            stat = (child / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            total += rss_kb(int(child.name))
+    return total
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def run_celery(executions: int, samples: int, redis_url: str) -> dict:
+    """Celery 5, prefork pool of 2, Redis broker and result backend; the worker is up before
+    the clock starts, and N tasks are sent as fast as `delay()` goes."""
+    env = {**os.environ, "BENCH_CELERY_REDIS": redis_url, "PYTHONPATH": str(ROOT)}
+    os.environ["BENCH_CELERY_REDIS"] = redis_url
+    from bench import engine_peers
+
+    engine_peers.app.conf.broker_url = redis_url
+    engine_peers.app.conf.result_backend = redis_url
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.engine_peers",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        engine_peers.three_steps.delay(0).get(timeout=120)  # up and warm
+        peak = tree_rss_kb(proc.pid)
+        began = time.monotonic()
+        results = [engine_peers.three_steps.delay(n) for n in range(executions)]
+        for i, result in enumerate(results):
+            result.get(timeout=300)
+            if i % 200 == 0:
+                peak = max(peak, tree_rss_kb(proc.pid))
+        elapsed = time.monotonic() - began
+        latencies = []
+        for n in range(samples):
+            t0 = time.monotonic()
+            engine_peers.three_steps.delay(n).get(timeout=30)
+            latencies.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "executions_per_sec": round(executions / elapsed, 1),
+        "idle_latency_ms_p50": pct(latencies, 0.5),
+        "peak_rss_mb": round(peak / 1024, 1),
+    }
+
+
+def run_dbos(base_url: str, executions: int, samples: int) -> dict:
+    """DBOS Transact 3 in its own process on its own PostgreSQL system database."""
+    url = scratch_database(base_url, "steward_engine_dbos")
+    sqlalchemy_url = url.replace("postgres://", "postgresql://", 1)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "engine_peers.py"),
+            "dbos",
+            sqlalchemy_url,
+            str(executions),
+            str(samples),
+            "8",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"dbos peer failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def start_workers(env: dict, count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen]:
@@ -112,14 +228,17 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=40)
     parser.add_argument("--slow-executions", type=int, default=150)
     parser.add_argument("--slow-concurrency", type=int, default=100)
+    parser.add_argument("--peers", action="store_true", help="also run Celery and DBOS")
+    parser.add_argument("--skip-slow", action="store_true", help="skip the slow-model part")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/steward"
-    database_url = scratch_database(base, "steward_bench")
+    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/steward_engine"
+    database_url = scratch_database(base, "steward_engine_bench")
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        "REDIS_URL": redis_url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "EMBEDDED_WORKER": "false",
         "LOG_LEVEL": "WARNING",
@@ -142,7 +261,6 @@ def main() -> None:
 
     from executions import services
     from executions.models import Execution, Transition
-    from tests.executions.llm_servers import OpenAIServer
 
     log_dir = Path("/tmp/steward-bench")
     log_dir.mkdir(exist_ok=True)
@@ -157,7 +275,9 @@ def main() -> None:
     procs = start_workers(env, args.workers, args.concurrency, log_dir)
     wait_ready(procs, log_dir)
     began = time.monotonic()
+    peak_rss = 0
     while Execution.objects.filter(agent=agent, status="completed").count() < args.executions:
+        peak_rss = max(peak_rss, sum(rss_kb(p.pid) for p in procs))
         if time.monotonic() - began > 600:
             break
         time.sleep(0.05)
@@ -194,6 +314,58 @@ def main() -> None:
     stop(procs)
 
     # 3. slow model: executions kept in flight by one worker process ---------------------------
+    slow_figures: dict = {}
+    if not args.skip_slow:
+        slow_figures = slow_model(env, workspace, log_dir, args)
+
+    result = {
+        "bench": "engine",
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "executions": args.executions,
+        "completed": done,
+        "seconds": round(elapsed, 2),
+        "executions_per_sec": round(done / elapsed, 1) if elapsed else None,
+        "step_overhead_ms_p50": pct(step_ms, 0.5),
+        "run_ms_p50": pct(runs_ms, 0.5),
+        "idle_latency_ms_p50": pct(latencies, 0.5),
+        "idle_latency_ms_p95": pct(latencies, 0.95),
+        "peak_rss_mb": round(peak_rss / 1024, 1),
+        **slow_figures,
+    }
+    if args.peers:
+        peers = {
+            "celery": run_celery(args.executions, args.latency_samples, redis_url),
+            "dbos": run_dbos(base, args.executions, args.latency_samples),
+        }
+        for name, figures in peers.items():
+            result[name] = figures
+            result[f"vs_{name}"] = {
+                "executions_per_sec_ratio": _ratio(
+                    result["executions_per_sec"], figures["executions_per_sec"]
+                ),
+                # Above 1 means Steward is faster (the peer's latency over Steward's).
+                "idle_p50_speedup": _ratio(
+                    figures["idle_latency_ms_p50"], result["idle_latency_ms_p50"]
+                ),
+                "peak_rss_ratio": _ratio(result["peak_rss_mb"], figures["peak_rss_mb"]),
+            }
+    print(json.dumps(result))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
+    """One worker process with a high concurrency runs prompt steps against a local model
+    server that takes 1 s per reply: the most executions it keeps in flight at once and its
+    memory per execution in flight (RSS growth over the idle worker)."""
+    from executions import services
+    from executions.models import Execution
+    from tests.executions.llm_servers import OpenAIServer
+
     with OpenAIServer([{"content": "ok", "delay": 1.0}]) as server:
         slow = services.agent_create(workspace=workspace, name="slow-model", type="workflow")
         services.agent_version_create(
@@ -206,13 +378,13 @@ def main() -> None:
         slow.refresh_from_db()
         [proc] = start_workers(env, 1, args.slow_concurrency, log_dir)
         wait_ready([proc], log_dir)
-        time.sleep(1.0)
+        time.sleep(3.0)  # the SDKs finish loading (worker.providers.preload)
         idle_rss = rss_kb(proc.pid)
         for n in range(args.slow_executions):
             services.execution_start(workspace=workspace, agent=slow, input={"n": n})
         peak_inflight, peak_rss = 0, idle_rss
         began = time.monotonic()
-        while time.monotonic() - began < 120:
+        while time.monotonic() - began < 300:
             inflight = (
                 Execution.objects.filter(agent=slow, status="running")
                 .exclude(lease_owner="")
@@ -228,43 +400,20 @@ def main() -> None:
                 break
             time.sleep(0.05)
         slow_done = Execution.objects.filter(agent=slow, status="completed").count()
+        slow_seconds = time.monotonic() - began
         stop([proc])
-
-    def pct(values: list[float], q: float) -> float | None:
-        if not values:
-            return None
-        ordered = sorted(values)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    print(
-        json.dumps(
-            {
-                "bench": "engine",
-                "workers": args.workers,
-                "concurrency": args.concurrency,
-                "executions": args.executions,
-                "completed": done,
-                "seconds": round(elapsed, 2),
-                "executions_per_sec": round(done / elapsed, 1) if elapsed else None,
-                "step_overhead_ms_p50": pct(step_ms, 0.5),
-                "run_ms_p50": pct(runs_ms, 0.5),
-                "per_step_overhead_ms": round(statistics.median(runs_ms) / 3, 2)
-                if runs_ms
-                else None,
-                "idle_latency_ms_p50": pct(latencies, 0.5),
-                "idle_latency_ms_p95": pct(latencies, 0.95),
-                "slow_model_executions": args.slow_executions,
-                "slow_model_completed": slow_done,
-                "slow_model_concurrency": args.slow_concurrency,
-                "max_in_flight_one_process": peak_inflight,
-                "worker_rss_idle_mb": round(idle_rss / 1024, 1),
-                "worker_rss_peak_mb": round(peak_rss / 1024, 1),
-                "memory_per_in_flight_kb": round((peak_rss - idle_rss) / peak_inflight, 1)
-                if peak_inflight
-                else None,
-            }
-        )
-    )
+    return {
+        "slow_model_executions": args.slow_executions,
+        "slow_model_completed": slow_done,
+        "slow_model_seconds": round(slow_seconds, 1),
+        "slow_model_concurrency": args.slow_concurrency,
+        "max_in_flight_one_process": peak_inflight,
+        "worker_rss_idle_mb": round(idle_rss / 1024, 1),
+        "worker_rss_peak_mb": round(peak_rss / 1024, 1),
+        "memory_per_in_flight_kb": round((peak_rss - idle_rss) / peak_inflight, 1)
+        if peak_inflight
+        else None,
+    }
 
 
 if __name__ == "__main__":

@@ -226,7 +226,10 @@ def _append(
                 if to in TERMINAL:
                     updates["completed_at"] = now
                     begun = current.started_at or current.created_at
-                    updates["duration_ms"] = max(0, int((now - begun).total_seconds() * 1000))
+                    # The engine passes its own (running time, not time handed back).
+                    updates.setdefault(
+                        "duration_ms", max(0, int((now - begun).total_seconds() * 1000))
+                    )
                     updates["lease_owner"] = ""
                     updates["lease_expires_at"] = None
             # Compare-and-set on the exact state we read: the status AND the history length.

@@ -1,23 +1,21 @@
-"""Background tasks: thin wrappers that call the engine and services (DESIGN.md §3)."""
+"""The run queue's wake-up, for callers outside the engine (services, approvals).
+
+Executions are not django.tasks: the execution row is the queue (engine/queue.py). A start, a
+decision or an answer leaves the row runnable in its own transaction (pending or running, with
+`runnable_at` due); this wakes the workers once it commits. django.tasks (django-tasks-db)
+carries only side work (webhooks, e-mail), run by the same worker processes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.tasks import task
-
-
-@task(queue_name="executions")
-def run_execution(execution_id: str) -> None:
-    from executions.engine import runner
-
-    runner.run(execution_id)
+from executions.engine import queue
 
 
 def enqueue_run(execution_id: Any, *, run_after: Any = None) -> None:
-    """Queue a run of the execution (called on commit, so the worker sees the committed row)."""
-    queued = run_execution.using(run_after=run_after) if run_after else run_execution
-    queued.enqueue(str(execution_id))
-    from executions.engine import wakeup
-
-    wakeup.notify()
+    """Called on commit: wake the workers (at `run_after`, when given, instead of now)."""
+    if run_after is not None:
+        queue.make_runnable(execution_id, at=run_after)
+    else:
+        queue.wake()

@@ -81,6 +81,14 @@ def create_approval(
     )
 
 
+def expire_due() -> int:
+    """Checkpoints run out on time: expiries resolve per on_timeout, escalations notify again
+    (run by every worker's maintenance tick; each approval is resolved once)."""
+    return int(approval_services.approvals_expire_due() or 0) + int(
+        approval_services.approvals_escalate_due() or 0
+    )
+
+
 def approved_value(approval: Any) -> Any:
     """What an approved step yields: the response when one was asked for, otherwise the
     (possibly edited) payload."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from executions import services
+from executions.engine import queue
 from executions.engine.records import jsonable
 from executions.engine.stop import Park, StepFailed
 from executions.lifecycle import TERMINAL, Status
@@ -47,6 +48,11 @@ class Children:
                 state = self.parked_state()
                 state["parked"] = {"kind": "child", "path": path, "child": child_id}
                 self.park_in_place(None, path=path, message="", state=state)
+                # The child may have ended after it was read above and before this park, its
+                # wake-up then overwritten: read it again now that the park is written.
+                ended = Execution.objects.filter(pk=child_id, status__in=TERMINAL).exists()
+                if ended:
+                    queue.make_runnable(self.execution.pk)
 
             raise Park("child", wait)
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from executions import lifecycle
@@ -71,6 +71,13 @@ __all__ = [
 
 # A bound on the threads one step's branches may use, whatever `parallelism` asks for.
 MAX_BRANCH_THREADS = 16
+# Steps without side effects: recomputing them after a crash gives the same result, so their
+# records are held back and written in the transaction of the next write that must happen
+# (a step with a side effect, a park, the run's end). docs/decisions.md, "Engine".
+PURE_KINDS = frozenset(
+    {"evaluate", "set", "get", "log", "return", "error", "if", "switch", "foreach", "map"}
+    | {"parallel"}
+)
 
 
 class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
@@ -98,6 +105,9 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self.cost_unknown = False
         self.cost = Decimal(0)
         self.steps_done = 0
+        # Records held back until the next write that must happen (see PURE_KINDS).
+        self._deferred: list[Callable[[], None]] = []
+        self.start_deferred = False
         # A fresh run (it was pending a moment ago) has no recorded steps to replay.
         recorded = (
             []
@@ -165,6 +175,8 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         if done is not None:
             return done.output
         self.check()
+        if kind not in PURE_KINDS:
+            self.before_effect()
         started_at = timezone.now()
         result = fn()
         if not isinstance(result, StepResult):
@@ -200,48 +212,78 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             if path in self.recorded:  # a parallel branch recorded it first
                 return self.recorded[path].output
             self._count(usage, cost)
-            fields: dict[str, Any] = {"lease_expires_at": self.lease_until()}
+            fields: dict[str, Any] = dict(extra_fields or {})
             if usage:
                 fields.update(self.usage_fields())
-            if extra_fields:
-                fields.update(extra_fields)
-            try:
-                lifecycle.record(
-                    self.execution,
-                    type="step",
-                    guard=self.guard,
-                    fields=fields,
-                    step_path=path,
-                    step_kind=kind,
-                    input=input,
-                    output=output,
-                    usage=usage or None,
-                    cost=cost,
-                    message=message[:2000],
-                    started_at=started_at or timezone.now(),
-                    ended_at=timezone.now(),
+            details = {
+                "step_path": path,
+                "step_kind": kind,
+                "input": input,
+                "output": output,
+                "usage": usage or None,
+                "cost": cost,
+                "message": message[:2000],
+                "started_at": started_at or timezone.now(),
+                "ended_at": timezone.now(),
+            }
+
+            def write() -> None:
+                self._append(
+                    "step", fields={**fields, "lease_expires_at": self.lease_until()}, **details
                 )
-            except (GuardFailed, IllegalTransition):
-                raise self.stopped_writing() from None
+
+            if kind in PURE_KINDS:
+                self._deferred.append(write)
+            else:
+                self.write_now(write)
             self.recorded[path] = Recorded(output, kind, usage, cost)
             self.steps_done += 1
         self.check_budgets()
         return output
 
-    def note(self, type: str, *, path: str = "", message: str = "", **details: Any) -> None:
-        """A history entry that is not a step (a retry, a log line)."""
+    def _append(self, type: str, *, fields: dict[str, Any] | None = None, **details: Any) -> None:
         try:
-            with self._lock:
-                lifecycle.record(
-                    self.execution,
-                    type=type,
-                    guard=self.guard,
-                    step_path=path,
-                    message=message[:2000],
-                    **details,
-                )
+            lifecycle.record(self.execution, type=type, guard=self.guard, fields=fields, **details)
         except (GuardFailed, IllegalTransition):
             raise self.stopped_writing() from None
+
+    # --- held-back records -------------------------------------------------------------------
+
+    def defer(self, write: Callable[[], None], *, start: bool = False) -> None:
+        with self._lock:
+            self._deferred.append(write)
+            self.start_deferred = self.start_deferred or start
+
+    def write_deferred(self) -> None:
+        """Inside the caller's transaction: write the records held back, in order."""
+        with self._lock:
+            writes, self._deferred = self._deferred, []
+            for write in writes:
+                write()
+            self.start_deferred = False
+
+    def write_now(self, write: Callable[[], None]) -> None:
+        """A write that must happen now, with the records held back before it."""
+        with self._lock:
+            if not self._deferred:
+                write()
+                return
+            with transaction.atomic():
+                self.write_deferred()
+                write()
+
+    def before_effect(self) -> None:
+        """Before a side effect begins: a run still shown as pending is shown running first
+        (with the pure steps before it), so a long model call is not watched as queued."""
+        if self.start_deferred:
+            with self._lock, transaction.atomic():
+                self.write_deferred()
+
+    def note(self, type: str, *, path: str = "", message: str = "", **details: Any) -> None:
+        """A history entry that is not a step (a retry, a log line)."""
+        self.write_now(
+            lambda: self._append(type, step_path=path, message=message[:2000], **details)
+        )
 
     # --- parking -----------------------------------------------------------------------------
 
@@ -277,11 +319,23 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self.lease_released = True
 
     def park_in_place(
-        self, type: str | None, *, path: str, message: str, state: dict[str, Any]
+        self,
+        type: str | None,
+        *,
+        path: str,
+        message: str,
+        state: dict[str, Any],
+        runnable_at: Any = None,
     ) -> None:
         """Park without a status change (sleep, waiting for a child): the execution stays
-        running but no worker holds it; a timer or the child queues it again."""
-        fields = {"state": state, "lease_owner": "", "lease_expires_at": None}
+        running but no worker holds it until `runnable_at` (a sleep's end) or, when None,
+        until the child's end makes it runnable."""
+        fields = {
+            "state": state,
+            "lease_owner": "",
+            "lease_expires_at": None,
+            "runnable_at": runnable_at,
+        }
         if type is None:
             won = Execution.objects.filter(pk=self.execution.pk, lease_owner=self.owner).update(
                 **fields, updated_at=timezone.now()

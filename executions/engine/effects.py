@@ -5,7 +5,6 @@ a thread that closes the stream when the run must stop."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -54,11 +53,7 @@ class Effects:
             self._step_deadline = time.monotonic() + float(step_timeout) if step_timeout else None
             release_db_connection()
             signal = StopSignal(self)
-            finished = threading.Event()
-            watchdog = threading.Thread(
-                target=self.watch, args=(signal, finished), name="steward-watchdog", daemon=True
-            )
-            watchdog.start()
+            finished = self.watch_call(signal)
             try:
                 result = providers.complete_with_retries(
                     model,
@@ -76,7 +71,7 @@ class Effects:
                 self.flush()
                 raise StepFailed(f"model call failed at {path}: {exc}") from None
             finally:
-                finished.set()
+                finished()
                 self._step_deadline = None
             self.flush()
             if self._stop_reason:
@@ -152,6 +147,7 @@ class Effects:
             if isinstance(value, dict) and isinstance(value.get("arguments"), dict):
                 arguments = value["arguments"]
         self.check(fresh=True)
+        self.before_effect()
         event_id = call_id or path
         self.emit("tool_start", {"id": event_id, "name": name})
         started_at = timezone.now()

@@ -17,6 +17,8 @@ from django.conf import settings
 logger = logging.getLogger("steward.engine")
 
 _current: Any = None  # (worker, task) of the worker running on the current server loop
+# Ctrl-C on `make up`: runs get this long to reach a step boundary, then are handed back.
+GRACE_SECONDS = 10.0
 
 
 def ensure_started() -> None:
@@ -29,14 +31,16 @@ def ensure_started() -> None:
     from executions.engine import worker
 
     loop = asyncio.get_running_loop()
-    embedded = worker.Worker(concurrency=settings.WORKER_CONCURRENCY, name="embedded")
+    embedded = worker.Worker(
+        concurrency=settings.WORKER_CONCURRENCY, name="embedded", grace_seconds=GRACE_SECONDS
+    )
     task = loop.create_task(sync_to_async(embedded.run, thread_sensitive=False)())
     _current = (embedded, task)
     task.add_done_callback(_report)
     logger.info("embedded worker started (concurrency %s)", settings.WORKER_CONCURRENCY)
 
 
-async def stop(timeout: float = 10.0) -> None:
+async def stop(timeout: float = GRACE_SECONDS + 5.0) -> None:
     """Stop the embedded worker (server shutdown): it hands back what it holds and returns."""
     global _current
     if _current is None:
@@ -50,6 +54,18 @@ async def stop(timeout: float = 10.0) -> None:
     except Exception:  # noqa: BLE001 - reported by _report
         pass
     _current = None
+
+
+def stop_and_wait(timeout: float = GRACE_SECONDS + 5.0) -> bool:
+    """From a thread other than the server loop's (which must keep running: the worker's
+    live events route through it): stop the embedded worker and wait until it has handed
+    back what it holds. True if it stopped in time."""
+    current = _current
+    if current is None:
+        return True
+    embedded = current[0]
+    embedded.stop()
+    return embedded.wait_stopped(timeout)
 
 
 def _report(task: asyncio.Task) -> None:

@@ -1,9 +1,10 @@
-"""Runs one execution: claim the lease, replay what is recorded, run the rest, and end in one of
+"""Runs one claimed execution: replay what is recorded, run the rest, and end in one of
 finished, failed, parked (approval / input / sleep / child) or handed back.
 
-A lease is claimed with a compare-and-set on (lease_owner, lease_expires_at); the status only
-ever changes through lifecycle.transition(). Every status change this module makes is logged on
-one line (the worker's log).
+The claim (engine/queue.py) hands over the row itself, so a run starts without re-reading it;
+the agent and its version come from a per-process cache (versions are immutable once used).
+The status only ever changes through lifecycle.transition(). Every status change this module
+makes is logged on one line (the worker's log).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Q
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from executions import lifecycle
+from executions.engine import agent_loop, python_runtime, queue, workflow
 from executions.engine.context import (
     ApprovalRejected,
     BudgetExceeded,
@@ -34,102 +35,85 @@ from executions.engine.context import (
     jsonable,
 )
 from executions.lifecycle import TERMINAL, GuardFailed, IllegalTransition, Status
-from executions.models import AgentType, Execution
+from executions.models import Agent, AgentType, AgentVersion, Execution
 from executions.schemas import violations
 
 logger = logging.getLogger("steward.worker")
 
-# Binds the worker running on this thread (set by Worker before it calls the task).
-_local = threading.local()
-# Executions being run in this process: a duplicate task for one of them is dropped at once.
-_active: set[str] = set()
-_active_lock = threading.Lock()
 _default_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+# Agents change rarely (a rename, a new current version), versions never once used.
+AGENT_CACHE_SECONDS = 5.0
+_agents: dict[Any, tuple[float, Agent]] = {}
+_versions: dict[Any, AgentVersion] = {}
+_cache_lock = threading.Lock()
 
 
-def bind(worker: Any) -> None:
-    _local.worker = worker
-
-
-def current_worker() -> Any:
-    return getattr(_local, "worker", None)
-
-
-def run(execution_id: Any) -> None:
-    """The body of the `run_execution` task."""
-    worker = current_worker()
+def run(execution_id: Any, *, worker: Any = None) -> None:
+    """Run one execution now, in this thread, if its lease can be had (tests, commands)."""
     owner = worker.owner if worker is not None else _default_owner
-    key = str(execution_id)
-    with _active_lock:
-        if key in _active:
-            return
-        _active.add(key)
-    try:
-        if not claim(key, owner):
-            logger.debug("execution %s is held by another worker; skipping", key)
-            return
-        if worker is not None:
-            worker.hold(key)
-        try:
-            _run_claimed(key, owner, worker)
-        finally:
-            if worker is not None:
-                worker.unhold(key)
-    finally:
-        with _active_lock:
-            _active.discard(key)
+    if not queue.claim_one(execution_id, owner=owner):
+        logger.debug("execution %s is held by another worker; skipping", execution_id)
+        return
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is not None:
+        run_claimed(execution, owner=owner, worker=worker)
 
 
-def claim(execution_id: str, owner: str) -> bool:
-    """Take the lease if it is free, expired, or already ours (compare-and-set)."""
-    now = timezone.now()
-    return bool(
-        Execution.objects.filter(pk=execution_id)
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-        .exclude(status__in=TERMINAL)
-        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=settings.LEASE_SECONDS))
-    )
-
-
-def release(execution_id: str, owner: str) -> None:
-    Execution.objects.filter(pk=execution_id, lease_owner=owner).update(
-        lease_owner="", lease_expires_at=None
-    )
+def _attach(execution: Execution) -> None:
+    """Give the row its agent and version from the cache (one query each on a miss)."""
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _agents.get(execution.agent_id)
+        version = _versions.get(execution.agent_version_id)
+    if cached is None or now - cached[0] > AGENT_CACHE_SECONDS:
+        agent = Agent.objects.get(pk=execution.agent_id)
+        with _cache_lock:
+            _agents[execution.agent_id] = (now, agent)
+    else:
+        agent = cached[1]
+    if version is None and execution.agent_version_id is not None:
+        version = AgentVersion.objects.get(pk=execution.agent_version_id)
+        with _cache_lock:
+            if len(_versions) > 2000:
+                _versions.clear()
+            _versions[execution.agent_version_id] = version
+    execution.agent = agent
+    execution.agent_version = version
 
 
 def _log(execution: Execution, src: str, to: str, extra: str = "") -> None:
-    logger.info(
-        "execution %s %s: %s -> %s%s",
-        execution.pk,
-        execution.agent.name,
-        src,
-        to,
-        f" ({extra})" if extra else "",
-    )
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "execution %s %s: %s -> %s%s",
+            execution.pk,
+            execution.agent.name,
+            src,
+            to,
+            f" ({extra})" if extra else "",
+        )
 
 
-def _run_claimed(execution_id: str, owner: str, worker: Any) -> None:
-    execution = (
-        Execution.objects.select_related("agent", "agent_version").filter(pk=execution_id).first()
-    )
-    if execution is None:
-        return
+def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None:
+    """Run an execution whose lease `owner` holds, to its end or its next stop."""
+    execution_id = execution.pk
     if execution.status not in (Status.PENDING, Status.RUNNING):
-        # A stale task (the execution is parked or finished): hand the lease straight back.
-        release(execution_id, owner)
+        queue.release(execution_id, owner=owner, at=None)
         return
     ctx: RunContext | None = None
     try:
+        _attach(execution)
         if execution.status == Status.PENDING:
-            with transaction.atomic():
-                lifecycle.transition(
-                    execution, Status.RUNNING, type="start", guard={"lease_owner": owner}
-                )
-                ctx = RunContext(execution, owner=owner, worker=worker, fresh=True)
-                ctx.emit("execution", {"execution_id": str(execution.pk), "user_message_id": ""})
-            _log(execution, Status.PENDING, Status.RUNNING)
+            ctx = RunContext(execution, owner=owner, worker=worker, fresh=True)
+            ctx.defer(lambda: _start(ctx), start=True)
         else:
             ctx = RunContext(execution, owner=owner, worker=worker)
+            if not (ctx.state.get("parked") or ctx.state.get("handed_back_at")):
+                logger.warning(
+                    "execution %s lost its worker (its lease expired); resuming after its "
+                    "last recorded step",
+                    execution_id,
+                )
+            _count_downtime(ctx)
         output = execute(ctx)
         finish(ctx, output)
     except Park as park:
@@ -137,6 +121,7 @@ def _run_claimed(execution_id: str, owner: str, worker: Any) -> None:
             with transaction.atomic():
                 assert ctx is not None
                 ctx.flush()
+                ctx.write_deferred()
                 park.apply()
         except (Cancelled, LeaseLost, GuardFailed, IllegalTransition):
             logger.info("execution %s stopped before it could park", execution_id)
@@ -152,22 +137,15 @@ def _run_claimed(execution_id: str, owner: str, worker: Any) -> None:
     except LeaseLost:
         logger.warning("execution %s stopped: another worker took its lease", execution_id)
     except HandBack:
-        from executions import tasks
-
-        if ctx is not None:
-            ctx.flush()
-        with transaction.atomic():
-            release(execution_id, owner)
-            transaction.on_commit(lambda: tasks.enqueue_run(execution_id))
-        logger.info("execution %s handed back (worker shutting down)", execution_id)
+        hand_back(ctx, execution, owner)
     except ApprovalRejected as exc:
         fail(ctx, execution, f"rejected by a reviewer: {exc.refusal.get('reason') or 'no reason'}")
     except (StepFailed, BudgetExceeded) as exc:
         fail(ctx, execution, str(exc))
     except (OperationalError, InterfaceError) as exc:
         # The database is unreachable or its pool is exhausted: not the execution's fault.
-        # Queue the run again shortly; if even that fails the lease expires and the reaper
-        # queues it. Recorded steps are replayed, so nothing runs twice.
+        # Make it runnable again shortly; if even that fails the lease expires and any worker
+        # claims it. Recorded steps are replayed, so nothing runs twice.
         logger.warning("execution %s paused by a database error (%s); retrying", execution_id, exc)
         _retry_later(execution_id, owner)
         if ctx is not None:
@@ -177,39 +155,69 @@ def _run_claimed(execution_id: str, owner: str, worker: Any) -> None:
         fail(ctx, execution, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         if (ctx is None or not ctx.lease_released) and execution.status not in TERMINAL:
-            release(execution_id, owner)
+            queue.release(execution_id, owner=owner)
 
 
-def _retry_later(execution_id: str, owner: str, delay: float = 1.0) -> None:
-    from executions import tasks
-
+def _start(ctx: RunContext) -> None:
+    """pending → running, written with the first records of the run (held back until then)."""
     try:
-        from django.db import connection
+        lifecycle.transition(ctx.execution, Status.RUNNING, type="start", guard=ctx.guard)
+    except (GuardFailed, IllegalTransition):
+        raise ctx.stopped_writing() from None
+    ctx.emit("execution", {"execution_id": str(ctx.execution.pk), "user_message_id": ""})
+    _log(ctx.execution, Status.PENDING, Status.RUNNING)
 
+
+def _count_downtime(ctx: RunContext) -> None:
+    """A run handed back at shutdown: the time until this claim is not running time."""
+    handed_back_at = ctx.state.pop("handed_back_at", None)
+    if handed_back_at:
+        gap = (timezone.now() - datetime.fromisoformat(handed_back_at)).total_seconds()
+        ctx.state["downtime_seconds"] = float(ctx.state.get("downtime_seconds") or 0) + gap
+
+
+def hand_back(ctx: RunContext | None, execution: Execution, owner: str) -> None:
+    """Shutdown: release the lease, runnable at once; recorded steps stay recorded."""
+    fields: dict[str, Any] = {}
+    if ctx is not None:
+        ctx.flush()
+        if execution.status == Status.RUNNING:
+            state = dict(ctx.state)
+            state["handed_back_at"] = timezone.now().isoformat()
+            fields["state"] = state
+    with transaction.atomic():
+        queue.release(execution.pk, owner=owner, fields=fields)
+    if ctx is not None:
+        ctx.lease_released = True
+    logger.info("execution %s handed back (worker shutting down)", execution.pk)
+
+
+def _retry_later(execution_id: Any, owner: str, delay: float = 1.0) -> None:
+    try:
         connection.close()
         with transaction.atomic():
-            release(execution_id, owner)
-            run_after = timezone.now() + timedelta(seconds=delay)
-            transaction.on_commit(lambda: tasks.enqueue_run(execution_id, run_after=run_after))
-    except Exception:  # noqa: BLE001 - the lease will expire and the reaper will requeue it
-        logger.warning("execution %s: could not requeue; the reaper will", execution_id)
+            queue.release(execution_id, owner=owner, at=timezone.now() + timedelta(seconds=delay))
+    except Exception:  # noqa: BLE001 - the lease expires and the run is claimable again
+        logger.warning("execution %s: could not release; its lease will expire", execution_id)
 
 
 def execute(ctx: RunContext) -> Any:
     agent_type = ctx.execution.agent.type
     if agent_type == AgentType.WORKFLOW:
-        from executions.engine import workflow
-
         return workflow.run(ctx)
     if agent_type == AgentType.AGENT:
-        from executions.engine import agent_loop
-
         return agent_loop.run_agent(ctx)
     if agent_type == AgentType.PYTHON:
-        from executions.engine import python_runtime
-
         return python_runtime.run(ctx)
     raise StepFailed(f"agents of type {agent_type!r} are run outside Steward, not by the engine")
+
+
+def _duration_ms(ctx: RunContext) -> int | None:
+    started = ctx.execution.started_at
+    if started is None:
+        return None
+    wall = (timezone.now() - started).total_seconds()
+    return max(0, int((wall - float(ctx.state.get("downtime_seconds") or 0)) * 1000))
 
 
 def finish(ctx: RunContext, output: Any) -> None:
@@ -222,6 +230,11 @@ def finish(ctx: RunContext, output: Any) -> None:
             raise StepFailed(f"output does not match output_schema: {summary}")
     with transaction.atomic():
         ctx.flush()
+        ctx.write_deferred()
+        fields = {"output": output, "state": _final_state(ctx), **ctx.usage_fields()}
+        duration = _duration_ms(ctx)
+        if duration is not None:
+            fields["duration_ms"] = duration
         try:
             lifecycle.transition(
                 execution,
@@ -229,7 +242,7 @@ def finish(ctx: RunContext, output: Any) -> None:
                 type="finish",
                 guard=ctx.guard,
                 output=output,
-                fields={"output": output, "state": _final_state(ctx), **ctx.usage_fields()},
+                fields=fields,
             )
         except (GuardFailed, IllegalTransition):
             raise ctx.stopped_writing() from None
@@ -250,6 +263,10 @@ def fail(ctx: RunContext | None, execution: Execution, message: str) -> None:
         with transaction.atomic():
             if ctx is not None:
                 ctx.flush()
+                ctx.write_deferred()
+                duration = _duration_ms(ctx)
+                if duration is not None:
+                    fields["duration_ms"] = duration
             lifecycle.transition(
                 execution,
                 Status.FAILED,
@@ -261,7 +278,7 @@ def fail(ctx: RunContext | None, execution: Execution, message: str) -> None:
             if ctx is not None:
                 ctx.emit("error", {"message": message})
             _wake_parent(execution)
-    except (GuardFailed, IllegalTransition):
+    except (GuardFailed, IllegalTransition, Cancelled, LeaseLost):
         logger.info("execution %s could not be failed (%s): it moved on", execution.pk, message)
         return
     if ctx is not None:
@@ -277,10 +294,6 @@ def _final_state(ctx: RunContext) -> dict[str, Any]:
 
 
 def _wake_parent(execution: Execution) -> None:
-    """A child's end queues its parent, which is parked waiting for it."""
-    if execution.parent_id is None:
-        return
-    from executions import tasks
-
-    parent_id = execution.parent_id
-    transaction.on_commit(lambda: tasks.enqueue_run(parent_id))
+    """A child's end makes its parent (parked waiting for it) runnable, in the same commit."""
+    if execution.parent_id is not None:
+        queue.make_runnable(execution.parent_id)

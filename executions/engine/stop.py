@@ -220,6 +220,20 @@ class Stops:
             return Cancelled()
         return LeaseLost()
 
+    def watch_call(self, signal: StopSignal) -> Callable[[], None]:
+        """Watch a model call in flight; returns what to call when it is over. Under a worker
+        its maintenance tick watches every call of the process (no thread per call);
+        otherwise a watchdog thread does."""
+        if self.worker is not None:
+            key = self.worker.watch_call(self, signal)
+            return lambda: self.worker.unwatch_call(key)
+        finished = threading.Event()
+        watchdog = threading.Thread(
+            target=self.watch, args=(signal, finished), name="steward-watchdog", daemon=True
+        )
+        watchdog.start()
+        return finished.set
+
     def watch(self, signal: StopSignal, finished: threading.Event) -> None:
         """While a model call is in flight, notice a cancel / lost lease / timeout / shutdown
         even when no chunk arrives, and close the stream so the call ends now."""

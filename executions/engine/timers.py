@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from executions import tasks
+from executions.engine import queue
 from executions.engine.stop import Park
 
 # Sleeps shorter than this run inline; longer ones park the execution and free the worker.
@@ -18,7 +18,7 @@ INLINE_SLEEP_SECONDS = 0.5
 
 
 class Timers:
-    """The sleep part of RunContext. Uses: execution, state, recorded, check(),
+    """The sleep part of RunContext. Uses: state, recorded, check(),
     should_stop(), raise_stop(), record(), parked_state(), park_in_place()."""
 
     def sleep(self, path: str, seconds: float, passthrough: Any) -> Any:
@@ -59,9 +59,13 @@ class Timers:
             state["sleeps"] = sleeps
             state["parked"] = {"kind": "sleep", "path": path, "until": until.isoformat()}
             self.park_in_place(
-                "sleep", path=path, message=f"sleeping until {until.isoformat()}", state=state
+                "sleep",
+                path=path,
+                message=f"sleeping until {until.isoformat()}",
+                state=state,
+                runnable_at=until,
             )
-            execution_id = self.execution.pk
-            transaction.on_commit(lambda: tasks.enqueue_run(execution_id, run_after=until))
+            # Idle workers sleep until the next due time they know of: tell them of this one.
+            transaction.on_commit(queue.wake)
 
         raise Park("sleep", park)

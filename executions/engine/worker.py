@@ -1,14 +1,18 @@
-"""The worker: claims queued tasks (django-tasks-db rows) and runs up to N at once on threads.
+"""The worker: claims runnable executions from the execution table (engine/queue.py) and runs
+up to N at once on threads; the same process runs side work (django.tasks: webhooks, e-mail).
 
-Executions mostly wait on model I/O, so one process runs many at once. The claim is a
-`SELECT … FOR UPDATE SKIP LOCKED` (an exclusive transaction on SQLite), so any number of worker
-processes can share the queue. An idle worker waits on a wake-up (in-process event, or Redis
-pub/sub) and otherwise polls every `poll_interval` seconds, which also picks up `run_after`
-tasks (sleeping executions).
+Hot path: claim a batch in one statement, hand each row to a thread, and when a run ends or a
+wake-up arrives, claim again. An idle worker sleeps until the next due time it knows of (a
+sleep's end, an expired lease) or a wake-up, whichever comes first: no fixed polling interval.
 
-A maintenance thread renews the leases of the executions this process is running, reaps
-executions whose lease expired (their worker died) by queueing them again, wakes parents whose
-child ended without waking them, resolves expired approvals, and purges by retention.
+Why threads and not asyncio: runs mostly wait on model I/O, and a blocked thread costs ~100 KB
+of resident memory here (docs/decisions.md, "Engine": measured with 1,000 runs waiting on a
+1 s model); the providers' sync clients and the ORM stay as they are.
+
+A maintenance thread, once per tick, does for every run the process holds what would
+otherwise be a read per run: one query for cancels and lost leases (and it trips the model
+calls of those runs), one statement to renew all their leases; and, less often, approval
+timeouts, retention, and the side-work queues.
 """
 
 from __future__ import annotations
@@ -20,22 +24,40 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connections
 from django.utils import timezone
+from django_tasks_db.compat import TaskContext, TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+from django_tasks_db.utils import exclusive_transaction
 
-from executions.engine import context, runner, wakeup
+from executions.engine import checkpoints, providers, queue, retention, runner, wakeup
+from executions.engine.threads import loop_binding
+from executions.lifecycle import TERMINAL
+from executions.models import Execution
 
 logger = logging.getLogger("steward.worker")
 
+MAINTENANCE_TICK_SECONDS = 0.25
+SIDE_WORK_SECONDS = 0.5
 PURGE_INTERVAL_SECONDS = 3600.0
+# Side work runs on a few threads of its own: a slow webhook must not take a run's thread.
+SIDE_WORK_THREADS = 2
+# Claim at most this many per statement: a big batch held by one busy worker starves others.
+CLAIM_BATCH = 64
+
+
+def side_queues() -> list[str]:
+    """The django.tasks queues this worker runs (all configured but the legacy `executions`)."""
+    configured = settings.TASKS["default"].get("QUEUES") or ["default"]
+    return [q for q in configured if q != "executions"]
 
 
 def default_queues() -> list[str]:
-    return list(settings.TASKS["default"].get("QUEUES") or ["executions"])
+    return side_queues()
 
 
 class Worker:
@@ -45,15 +67,17 @@ class Worker:
         concurrency: int = 1,
         name: str = "worker",
         queues: list[str] | None = None,
-        poll_interval: float = 1.0,
+        poll_interval: float | None = None,
         backend: str = "default",
         maintenance: bool = True,
         grace_seconds: float = 30.0,
     ) -> None:
         self.concurrency = max(1, int(concurrency))
         self.name = name
-        self.queues = list(queues or default_queues())
-        self.poll_interval = poll_interval
+        self.queues = [q for q in (queues or side_queues()) if q != "executions"]
+        # The longest an idle worker sleeps without a wake-up: a safety net for a lost
+        # pub/sub message only; due times are computed, not polled for.
+        self.max_idle = float(poll_interval or settings.LEASE_SECONDS)
         self.backend = backend
         self.maintenance = maintenance
         self.grace_seconds = grace_seconds
@@ -66,6 +90,8 @@ class Worker:
         self._wake = wakeup.subscribe()
         # Why a held execution must stop (cancelled, lease lost), from one poll for all of them.
         self._stop_reasons: dict[str, str] = {}
+        # Model calls in flight: (run context, stop signal), tripped by the maintenance tick.
+        self._calls: dict[int, tuple[Any, Any]] = {}
         self._stopped = threading.Event()
         self.completed = 0
 
@@ -80,33 +106,53 @@ class Worker:
             self._held.discard(execution_id)
             self._stop_reasons.pop(execution_id, None)
 
-    def stop_reason(self, execution_id: str) -> str | None:
-        return self._stop_reasons.get(execution_id)
-
-    def poll_held(self) -> None:
-        """One query for every execution this process runs: note the cancelled ones and those
-        whose lease another worker took, so their runs stop (and close model calls) at once."""
-        from executions.lifecycle import TERMINAL
-        from executions.models import Execution
-
-        held = self.held()
-        if not held:
-            return
-        rows = Execution.objects.filter(pk__in=held).values_list("pk", "status", "lease_owner")
-        seen = set()
-        for pk, status, owner in rows:
-            key = str(pk)
-            seen.add(key)
-            if status in TERMINAL:
-                self._stop_reasons[key] = "cancelled"
-            elif owner != self.owner:
-                self._stop_reasons[key] = "lease_lost"
-        for key in set(held) - seen:
-            self._stop_reasons[key] = "cancelled"  # deleted (purged) under us
-
     def held(self) -> list[str]:
         with self._held_lock:
             return list(self._held)
+
+    def stop_reason(self, execution_id: str) -> str | None:
+        return self._stop_reasons.get(execution_id)
+
+    def watch_call(self, ctx: Any, signal: Any) -> int:
+        key = id(signal)
+        with self._held_lock:
+            self._calls[key] = (ctx, signal)
+        return key
+
+    def unwatch_call(self, key: int) -> None:
+        with self._held_lock:
+            self._calls.pop(key, None)
+
+    def poll_held(self) -> None:
+        """One query for every execution this process runs: note the cancelled ones and those
+        whose lease another worker took, then end the model calls of runs that must stop."""
+        held = self.held()
+        if held:
+            rows = Execution.objects.filter(pk__in=held).values_list("pk", "status", "lease_owner")
+            seen = set()
+            for pk, status, owner in rows:
+                key = str(pk)
+                seen.add(key)
+                if status in TERMINAL:
+                    self._stop_reasons[key] = "cancelled"
+                elif owner != self.owner:
+                    self._stop_reasons[key] = "lease_lost"
+            for key in set(held) - seen:
+                self._stop_reasons[key] = "cancelled"  # deleted (purged) under us
+        self.trip_calls()
+
+    def trip_calls(self) -> None:
+        with self._held_lock:
+            calls = list(self._calls.items())
+        for key, (ctx, signal) in calls:
+            reason = ctx._reason(background=True)
+            if reason is not None:
+                ctx._stop_reason = reason
+                self.unwatch_call(key)
+                signal.trip()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        return self._stopped.wait(timeout)
 
     @property
     def inflight(self) -> int:
@@ -122,22 +168,25 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        bind = context.loop_binding()
+        bind = loop_binding()
         server_loop = _server_loop()
         wakeup.start_listener()
-        logger.info(
-            "worker %s started (concurrency %d, queues %s)",
-            self.owner,
-            self.concurrency,
-            ",".join(self.queues),
-        )
+        # On a thread of its own: claiming must not wait for the SDKs to import.
+        threading.Thread(target=providers.preload, name="steward-preload", daemon=True).start()
+        logger.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         pool = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix=self.name, initializer=bind
+        )
+        side_pool = ThreadPoolExecutor(
+            max_workers=SIDE_WORK_THREADS, thread_name_prefix=f"{self.name}-side", initializer=bind
         )
         maintenance = None
         if self.maintenance:
             maintenance = threading.Thread(
-                target=self._maintain, name=f"{self.name}-maintenance", daemon=True
+                target=self._maintain,
+                args=(side_pool,),
+                name=f"{self.name}-maintenance",
+                daemon=True,
             )
             maintenance.start()
         try:
@@ -149,49 +198,121 @@ class Worker:
                     break
                 self._wake.clear()
                 free = self.concurrency - self._inflight
-                claimed = self.claim(free) if free > 0 else []
-                for row in claimed:
+                claimed = self._claim(min(free, CLAIM_BATCH)) if free > 0 else []
+                for execution in claimed:
                     with self._inflight_lock:
                         self._inflight += 1
-                    pool.submit(self._run_task, row)
-                if len(claimed) < free or free <= 0:
-                    # Drained the queue (or full): sleep until woken or the poll interval.
-                    self._wake.wait(self.poll_interval)
+                    self.hold(str(execution.pk))
+                    pool.submit(self._run, execution)
+                if free <= 0:
+                    self._wake.wait(self.max_idle)  # a run that ends wakes the loop
+                elif not claimed:
+                    self._wake.wait(self._idle_seconds())
+                # Claimed some: claim again at once (more may be due, or runs already ended).
         finally:
             self.stopping = True
             self._drain()
-            # Idle pool threads exit now and their database connections with them; a run still
-            # stuck in a blocking call is left behind (its lease will expire).
-            pool.shutdown(wait=self._inflight == 0, cancel_futures=True)
+            handed = 0
+            try:
+                handed = queue.release_all(owner=self.owner)
+            except Exception:  # noqa: BLE001 - the leases then expire and are claimable again
+                logger.exception("worker %s could not hand back its leases", self.owner)
+            pool.shutdown(wait=False, cancel_futures=True)
+            side_pool.shutdown(wait=False, cancel_futures=True)
             wakeup.unsubscribe(self._wake)
             self._stopped.set()
             connections.close_all()
-            logger.info("worker %s stopped", self.owner)
+            logger.info("worker %s stopped (%d handed back at exit)", self.owner, handed)
+
+    def _claim(self, limit: int) -> list[Execution]:
+        try:
+            return queue.claim(owner=self.owner, limit=limit)
+        except OperationalError as exc:
+            # SQLite busy past its timeout, or the database away: try again shortly.
+            logger.warning("worker %s: claim failed (%s)", self.owner, exc)
+            close_old_connections()
+            self._stopped.wait(0.2)
+            return []
+
+    def _idle_seconds(self) -> float:
+        try:
+            return queue.seconds_until_due(cap=self.max_idle)
+        except OperationalError:
+            return 0.5
+        finally:
+            connections.close_all()  # an idle worker holds no connection
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.grace_seconds
         while self._inflight and time.monotonic() < deadline:
-            time.sleep(0.05)
+            self._wake.wait(0.05)
         if self._inflight:
             logger.warning(
-                "worker %s: %d run(s) still busy after %.0fs; their leases will expire",
+                "worker %s: %d run(s) still busy after %.0fs; handing them back",
                 self.owner,
                 self._inflight,
                 self.grace_seconds,
             )
 
-    def claim(self, limit: int) -> list[Any]:
-        from django_tasks_db.compat import TaskResultStatus
-        from django_tasks_db.models import DBTaskResult
-        from django_tasks_db.utils import exclusive_transaction
+    def _run(self, execution: Execution) -> None:
+        key = str(execution.pk)
+        try:
+            runner.run_claimed(execution, owner=self.owner, worker=self)
+        except BaseException:  # noqa: BLE001 - a run must never take the worker down
+            logger.exception("execution %s: the runner failed", key)
+        finally:
+            self.unhold(key)
+            with self._inflight_lock:
+                self._inflight -= 1
+                self.completed += 1
+            self._wake.set()
+            close_old_connections()
 
-        close_old_connections()
+    # --- maintenance -----------------------------------------------------------------------------
+
+    def _maintain(self, side_pool: ThreadPoolExecutor) -> None:
+        now = time.monotonic()
+        next_renew = now
+        next_side = now
+        next_timers = now
+        next_purge = now + 60.0
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            try:
+                self.poll_held()
+                if now >= next_renew:
+                    queue.renew(owner=self.owner, execution_ids=self.held())
+                    next_renew = now + max(0.5, settings.LEASE_SECONDS / 3)
+                if now >= next_side and not self.stopping:
+                    self._side_work(side_pool)
+                    next_side = now + SIDE_WORK_SECONDS
+                if now >= next_timers and not self.stopping:
+                    checkpoints.expire_due()
+                    next_timers = now + settings.REAPER_INTERVAL_SECONDS
+                if now >= next_purge and not self.stopping:
+                    retention.purge()
+                    next_purge = now + PURGE_INTERVAL_SECONDS
+            except Exception:  # noqa: BLE001 - maintenance must keep going
+                logger.exception("worker maintenance failed")
+                close_old_connections()
+            connections.close_all()  # back to the pool between ticks
+            self._stopped.wait(MAINTENANCE_TICK_SECONDS)
+        connections.close_all()
+
+    def renew_leases(self) -> int:
+        return queue.renew(owner=self.owner, execution_ids=self.held())
+
+    # --- side work (django.tasks) ----------------------------------------------------------------
+
+    def _side_work(self, side_pool: ThreadPoolExecutor) -> None:
+        if not self.queues:
+            return
         ready = DBTaskResult.objects.ready().filter(
             backend_name=self.backend, queue_name__in=self.queues
         )
         try:
             with exclusive_transaction(ready.db):
-                rows = list(ready.select_for_update(skip_locked=True)[:limit])
+                rows = list(ready.select_for_update(skip_locked=True)[:SIDE_WORK_THREADS])
                 if rows:
                     DBTaskResult.objects.filter(pk__in=[r.pk for r in rows]).update(
                         status=TaskResultStatus.RUNNING,
@@ -200,21 +321,16 @@ class Worker:
                     )
         except OperationalError as exc:
             if "locked" in str(exc).lower():
-                return []
+                return
             raise
-        return rows
+        for row in rows:
+            side_pool.submit(self._run_task, row)
 
     def _run_task(self, row: Any) -> None:
-        from django_tasks_db.compat import TaskResultStatus
-        from django_tasks_db.models import DBTaskResult
-
-        runner.bind(self)
         try:
             task = row.task
             args = row.args_kwargs
             if task.takes_context:
-                from django_tasks_db.compat import TaskContext
-
                 task.call(TaskContext(task_result=row.task_result), *args["args"], **args["kwargs"])
             else:
                 task.call(*args["args"], **args["kwargs"])
@@ -228,112 +344,11 @@ class Worker:
             except Exception:  # noqa: BLE001
                 logger.exception("could not mark task %s failed", row.pk)
         finally:
-            runner.bind(None)
-            if self.stopping:
-                connections.close_all()
-            with self._inflight_lock:
-                self._inflight -= 1
-                self.completed += 1
-            self._wake.set()
             close_old_connections()
-
-    # --- maintenance -----------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        renew_every = max(0.5, settings.LEASE_SECONDS / 3)
-        reap_every = settings.REAPER_INTERVAL_SECONDS
-        next_renew = next_reap = time.monotonic()
-        next_purge = time.monotonic() + 60.0
-        while not self.stopping:
-            now = time.monotonic()
-            try:
-                self.poll_held()
-                if now >= next_renew:
-                    self.renew_leases()
-                    next_renew = now + renew_every
-                if now >= next_reap:
-                    reap()
-                    next_reap = now + reap_every
-                if now >= next_purge:
-                    from executions.engine import retention
-
-                    retention.purge()
-                    next_purge = now + PURGE_INTERVAL_SECONDS
-            except Exception:  # noqa: BLE001 - maintenance must keep going
-                logger.exception("worker maintenance failed")
-                close_old_connections()
-            connections.close_all()  # back to the pool between ticks
-            self._stopped.wait(0.25)
-        connections.close_all()
-
-    def renew_leases(self) -> int:
-        from executions.models import Execution
-
-        held = self.held()
-        if not held:
-            return 0
-        until = timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
-        return Execution.objects.filter(pk__in=held, lease_owner=self.owner).update(
-            lease_expires_at=until
-        )
 
 
 def _server_loop() -> Any:
     """The event loop this thread was started from (embedded topology), if any."""
-    from asgiref.sync import SyncToAsync
-
     if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
         return None
     return getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-
-
-def reap(now: Any = None) -> dict[str, int]:
-    """Queue again what no live worker will finish: expired leases, parents whose child has
-    ended, sleepers past due; and resolve expired approvals (approvals app)."""
-    from executions import tasks
-    from executions.lifecycle import TERMINAL, Status
-    from executions.models import Execution
-
-    now = now or timezone.now()
-    counts = {"expired_leases": 0, "parents": 0, "sleepers": 0, "approvals": 0}
-    expired = list(
-        Execution.objects.filter(
-            status__in=[Status.PENDING, Status.RUNNING], lease_expires_at__lt=now
-        )
-        .exclude(lease_owner="")
-        .values_list("pk", "lease_owner")[:500]
-    )
-    for pk, owner in expired:
-        # Compare-and-set: of several reapers exactly one takes an expired lease.
-        if Execution.objects.filter(pk=pk, lease_owner=owner, lease_expires_at__lt=now).update(
-            lease_owner="", lease_expires_at=None
-        ):
-            logger.warning("reaper: execution %s lost its worker (%s); queued again", pk, owner)
-            tasks.enqueue_run(pk)
-            counts["expired_leases"] += 1
-    settle = now - timedelta(seconds=max(2.0, settings.REAPER_INTERVAL_SECONDS))
-    parked = (
-        Execution.objects.filter(status=Status.RUNNING, lease_owner="", updated_at__lt=settle)
-        .exclude(state__parked=None)
-        .values_list("pk", "state")[:500]
-    )
-    for pk, state in parked:
-        parked_on = (state or {}).get("parked") or {}
-        if parked_on.get("kind") == "child":
-            child = (
-                Execution.objects.filter(pk=parked_on.get("child")).values_list("status").first()
-            )
-            if child is None or child[0] in TERMINAL:
-                tasks.enqueue_run(pk)
-                counts["parents"] += 1
-        elif parked_on.get("kind") == "sleep":
-            until = parked_on.get("until")
-            if until and timezone.datetime.fromisoformat(until) < settle:
-                tasks.enqueue_run(pk)
-                counts["sleepers"] += 1
-    # Checkpoints run out on time: expiries resolve per on_timeout, escalations notify again.
-    from approvals import services as approval_services
-
-    counts["approvals"] = int(approval_services.approvals_expire_due() or 0)
-    counts["escalations"] = int(approval_services.approvals_escalate_due() or 0)
-    return counts

@@ -1,5 +1,6 @@
-"""The worker loop in this process: claims queued runs, wakes at once on new work, runs several
-at once, renews and reaps leases."""
+"""The worker loop in this process: claims runnable executions in batches (never one to two
+workers), wakes at once on new work, runs several at once, renews leases, and claims an
+expired lease or a due sleeper without any reaper."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from executions import lifecycle
-from executions.engine import worker as worker_module
+from executions.engine import queue
 from executions.engine.worker import Worker
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
@@ -79,19 +81,15 @@ def test_an_idle_worker_wakes_at_once_instead_of_waiting_for_its_poll(workspace,
     assert time.monotonic() - began < 2.0
 
 
-def test_the_reaper_requeues_an_execution_whose_worker_died(workspace, running_worker):
+def test_an_expired_lease_is_simply_claimable_again(workspace, running_worker):
     agent = make_agent(workspace, "orphan", "workflow", THREE_STEPS)
     execution = start(agent, {"n": 2})
-    # A worker claimed it, recorded nothing, and vanished: its lease is past due.
+    # A worker claimed it, recorded nothing, and vanished: its lease is past due. No reaper
+    # queues it again: the row itself is the queue, and an expired lease is free.
     lifecycle.transition(execution, "running", type="start")
     Execution.objects.filter(pk=execution.pk).update(
         lease_owner="dead-worker", lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    from django_tasks_db.models import DBTaskResult
-
-    DBTaskResult.objects.all().delete()  # the dead worker had taken the queued run
-    counts = worker_module.reap()
-    assert counts["expired_leases"] == 1
     running_worker(concurrency=1)
     wait_until(lambda: Execution.objects.get(pk=execution.pk).status in TERMINAL)
     execution.refresh_from_db()
@@ -99,7 +97,7 @@ def test_the_reaper_requeues_an_execution_whose_worker_died(workspace, running_w
     assert execution.output == {"n": 6}
 
 
-def test_a_live_lease_is_renewed_and_not_reaped(workspace):
+def test_a_live_lease_is_renewed_and_not_claimed_by_another_worker(workspace):
     agent = make_agent(workspace, "held", "workflow", THREE_STEPS)
     execution = start(agent, {"n": 1})
     worker = Worker(name="renewer", maintenance=False)
@@ -110,4 +108,48 @@ def test_a_live_lease_is_renewed_and_not_reaped(workspace):
     assert worker.renew_leases() == 1
     execution.refresh_from_db()
     assert execution.lease_expires_at > timezone.now() + timedelta(seconds=5)
-    assert worker_module.reap()["expired_leases"] == 0
+    assert queue.claim(owner="another", limit=10) == []
+
+
+def test_two_workers_claiming_at_once_never_get_the_same_execution(workspace):
+    agent = make_agent(workspace, "contended", "workflow", THREE_STEPS)
+    ids = {str(start(agent, {"n": n}).pk) for n in range(60)}
+    claimed: dict[str, list[str]] = {"a": [], "b": []}
+    barrier = threading.Barrier(2)
+
+    def claimer(owner: str) -> None:
+        barrier.wait()
+        while True:
+            batch = queue.claim(owner=owner, limit=7)
+            if not batch:
+                break
+            claimed[owner].extend(str(e.pk) for e in batch)
+        connections.close_all()
+
+    threads = [threading.Thread(target=claimer, args=(owner,)) for owner in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not set(claimed["a"]) & set(claimed["b"])
+    assert sorted(claimed["a"] + claimed["b"]) == sorted(ids)
+    owners = dict(Execution.objects.filter(pk__in=ids).values_list("pk", "lease_owner"))
+    assert {str(pk): owner for pk, owner in owners.items()} == {
+        **{pk: "a" for pk in claimed["a"]},
+        **{pk: "b" for pk in claimed["b"]},
+    }
+
+
+def test_a_sleeping_execution_is_claimed_when_due_without_a_wake_up(workspace, running_worker):
+    agent = make_agent(
+        workspace,
+        "sleeper",
+        "workflow",
+        {"main": [{"sleep": {"seconds": 1.0}}, {"return": {"ok": True}}]},
+    )
+    running_worker(concurrency=1)
+    execution = start(agent)
+    wait_until(lambda: Execution.objects.get(pk=execution.pk).status in TERMINAL, timeout=10)
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+    assert execution.output == {"ok": True}

@@ -427,7 +427,15 @@ def test_a_cancelled_execution_stops_between_steps(ws, owner):
         ws,
         "slow",
         "workflow",
-        {"main": [{"evaluate": {"a": "1"}}, {"sleep": {"seconds": 0.4}}, {"evaluate": {"b": "2"}}]},
+        # The first step is a short sleep, recorded at once: a pure first step would be held
+        # back until the next write and dropped with the cancel (docs/decisions.md, "Engine").
+        {
+            "main": [
+                {"sleep": {"seconds": 0.01}},
+                {"sleep": {"seconds": 0.4}},
+                {"evaluate": {"b": "2"}},
+            ]
+        },
     )
     execution = start(agent)
     original = context.RunContext.check

@@ -185,6 +185,22 @@ def get(provider: str) -> Provider:
     raise ProviderError(f"unknown model provider {provider!r}")
 
 
+def preload() -> None:
+    """Import every provider (and its SDK) now: a worker's first model call must not pay for
+    importing an SDK, which takes seconds on a busy machine and holds the import lock."""
+    for name in ("builtin", "openai", "anthropic"):
+        get(name)
+    # Imported here: the SDKs load their resource modules lazily, on first use of a client.
+    import anthropic
+    import openai
+
+    loaded = (
+        openai.OpenAI(api_key="preload", base_url="http://127.0.0.1:9").chat.completions.create,
+        anthropic.Anthropic(api_key="preload", base_url="http://127.0.0.1:9").messages.create,
+    )
+    del loaded
+
+
 def complete_with_retries(
     config: ModelConfig,
     messages: list[dict[str, Any]],

@@ -139,11 +139,14 @@ def serve(host: str, port: int, *, demo_rate: float = 0.0) -> None:
         if demo_rate > 0:
             reactor._asyncioEventloop.call_later(2, start_traffic)
 
-    def stopping() -> None:
-        # Ctrl-C: let the worker hand back what it holds so the process can exit promptly.
+    def stopping() -> Any:
+        # Ctrl-C: the worker stops claiming, lets runs reach a step boundary and hands back
+        # the rest; the reactor waits for that on a thread (its loop keeps serving the
+        # worker's live events meanwhile), then exits.
+        from twisted.internet.threads import deferToThread
+
         traffic_stop.set()
-        if embedded._current is not None:
-            embedded._current[0].stop()
+        return deferToThread(embedded.stop_and_wait)
 
     reactor.addSystemEventTrigger("before", "shutdown", stopping)
 

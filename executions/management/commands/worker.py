@@ -1,8 +1,9 @@
-"""`manage.py worker [--concurrency N] [--queues a,b]`: run queued executions (and other tasks).
+"""`manage.py worker [--concurrency N] [--grace S]`: run executions from the execution table
+(the run queue, engine/queue.py) and side work (django.tasks: webhooks, e-mail).
 
-SIGTERM / SIGINT stop claiming and hand running executions back at their next step boundary
-(lease released, run queued again); a second signal exits at once (leases then expire and the
-reaper re-queues them).
+SIGTERM / SIGINT: stop claiming, let running executions reach their next step boundary for up
+to `--grace` seconds, hand back the rest (lease released, runnable at once) and exit 0. A
+second signal exits at once (leases then expire and any worker claims those runs again).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from executions.engine.worker import Worker, default_queues
+from executions.engine.worker import Worker, side_queues
 
 
 class Command(BaseCommand):
-    help = "Run executions from the task queue (django-tasks-db)."
+    help = "Run executions (the execution table is the queue) and side work (django.tasks)."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
@@ -31,21 +32,21 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--queues",
-            default=",".join(default_queues()),
-            help="comma-separated queue names (default: all configured queues)",
+            default=",".join(side_queues()),
+            help="comma-separated django.tasks queues for side work (default: all configured)",
         )
         parser.add_argument("--name", default="worker", help="a name for the logs")
         parser.add_argument(
             "--poll-interval",
             type=float,
-            default=1.0,
-            help="seconds between polls when no wake-up arrives (default 1)",
+            default=None,
+            help="longest idle sleep without a wake-up (a safety net; default LEASE_SECONDS)",
         )
         parser.add_argument(
             "--grace",
             type=float,
             default=30.0,
-            help="seconds to wait for running executions to hand back on shutdown",
+            help="seconds running executions get to reach a step boundary on shutdown",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -72,5 +73,8 @@ class Command(BaseCommand):
         self.stdout.flush()
         worker.run()
         sys.stdout.flush()
+        sys.stderr.flush()
         if worker.inflight:
-            os._exit(0)  # threads stuck in a blocking call must not keep the process alive
+            # Runs past the grace period were handed back; their threads may still sit in a
+            # blocking call, and must not keep the process alive.
+            os._exit(0)

@@ -1,0 +1,130 @@
+"""The execution row is the run queue (DESIGN.md §6).
+
+An execution is runnable when it is pending or running, its `runnable_at` has come, and its
+lease is free or expired. A worker claims a batch in one statement; the lease (`lease_owner`,
+`lease_expires_at`) is the one and only record of who runs it, renewed in one statement for
+all the runs a process holds. An expired lease is simply claimable again: there is no reaper.
+
+Whatever makes an execution runnable (a start, a decision, an answer, a child's end, a
+sleep's end, a hand-back) sets `runnable_at` in its own transaction and calls `wake()` on
+commit, which tells idle workers (in-process event, and Redis pub/sub between processes).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from executions.engine import wakeup
+from executions.models import Execution
+
+TABLE = Execution._meta.db_table
+# Literal, not parameters: the planner can then match the partial index `exec_runnable`.
+LIVE_STATUSES = ("pending", "running")
+LIVE = "status IN ('pending', 'running') AND runnable_at IS NOT NULL"
+
+
+def lease_until(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=settings.LEASE_SECONDS)
+
+
+def claim(*, owner: str, limit: int) -> list[Execution]:
+    """Lease up to `limit` runnable executions to `owner`, oldest due first, in one statement.
+
+    PostgreSQL: the inner SELECT … FOR UPDATE SKIP LOCKED lets concurrent claimers pass over
+    each other's rows instead of queueing on them. SQLite has one writer at a time: the UPDATE
+    runs in an IMMEDIATE transaction (settings), so two claimers never read the same free rows.
+    """
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    skip_locked = (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    )
+    sql = (
+        f"UPDATE {TABLE} SET lease_owner = %s, lease_expires_at = %s WHERE id IN ("
+        f"SELECT id FROM {TABLE} WHERE {LIVE} AND runnable_at <= %s"
+        f" AND (lease_owner = '' OR lease_expires_at < %s)"
+        f" ORDER BY runnable_at LIMIT %s{skip_locked}) RETURNING *"
+    )
+    params = [owner, lease_until(now), now, now, int(limit)]
+    if connection.vendor == "sqlite":
+        with transaction.atomic():
+            return list(Execution.objects.raw(sql, params))
+    return list(Execution.objects.raw(sql, params))
+
+
+def claim_one(execution_id: Any, *, owner: str) -> bool:
+    """Take the lease of one execution if it is free, expired or already ours (a direct run:
+    tests and `runner.run`). Not bound to `runnable_at`: the caller asks for this one."""
+    now = timezone.now()
+    return bool(
+        Execution.objects.filter(pk=execution_id, status__in=LIVE_STATUSES)
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
+        .update(lease_owner=owner, lease_expires_at=lease_until(now))
+    )
+
+
+def renew(*, owner: str, execution_ids: list[str]) -> int:
+    """Extend the leases of every run this process holds, in one statement."""
+    if not execution_ids:
+        return 0
+    return Execution.objects.filter(pk__in=execution_ids, lease_owner=owner).update(
+        lease_expires_at=lease_until()
+    )
+
+
+def release(
+    execution_id: Any, *, owner: str, at: datetime | None = None, fields: dict | None = None
+) -> int:
+    """Give the lease back and make the run claimable at `at` (now by default); wakes workers
+    on commit."""
+    released = Execution.objects.filter(pk=execution_id, lease_owner=owner).update(
+        lease_owner="", lease_expires_at=None, runnable_at=at or timezone.now(), **(fields or {})
+    )
+    if released:
+        transaction.on_commit(wake)
+    return released
+
+
+def release_all(*, owner: str) -> int:
+    """At exit: whatever this process still holds is runnable again at once."""
+    released = Execution.objects.filter(lease_owner=owner).update(
+        lease_owner="", lease_expires_at=None, runnable_at=timezone.now()
+    )
+    if released:
+        wake()
+    return released
+
+
+def make_runnable(execution_id: Any, *, at: datetime | None = None) -> None:
+    """Inside the caller's transaction: the execution becomes runnable at `at` (now by
+    default); workers are woken once it commits."""
+    Execution.objects.filter(pk=execution_id).update(runnable_at=at or timezone.now())
+    transaction.on_commit(wake)
+
+
+def seconds_until_due(*, cap: float) -> float:
+    """How long an idle worker may sleep before something becomes claimable without a
+    wake-up: a sleep that ends, or a lease that expires (its worker died). At most `cap`."""
+    due = (
+        Execution.objects.filter(status__in=LIVE_STATUSES, runnable_at__isnull=False)
+        .annotate(
+            due=Case(When(lease_owner="", then=F("runnable_at")), default=F("lease_expires_at"))
+        )
+        .order_by("due")
+        .values_list("due", flat=True)
+        .first()
+    )
+    if due is None:
+        return cap
+    return max(0.0, min(cap, (due - timezone.now()).total_seconds()))
+
+
+def wake() -> None:
+    wakeup.notify()
