@@ -98,8 +98,9 @@
       if (box) { box.checked = !box.checked; updateBulk(); }
     }
     else if (key === "Enter") { var f = focused(); if (f) window.location = f.dataset.href; }
-    else if (key === "a") { decide("approve"); }
-    else if (key === "r") { decide("reject"); }
+    // preventDefault: the key must not also type into the reason field the dialog focuses.
+    else if (key === "a") { evt.preventDefault(); decide("approve"); }
+    else if (key === "r") { evt.preventDefault(); decide("reject"); }
   });
 
   document.addEventListener("change", function (evt) {
