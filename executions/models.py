@@ -235,12 +235,19 @@ class Execution(models.Model):
 
     class Meta:
         indexes = [
+            # Lists order by id (a UUIDv7, so created order) newest first: each common filter
+            # has an index ending in id, so a page is an index range read in order, no sort.
+            models.Index(fields=["workspace", "status", "id"], name="exec_ws_status_id"),
+            models.Index(fields=["workspace", "agent", "id"], name="exec_ws_agent_id"),
             models.Index(
-                fields=["workspace", "status", "created_at"], name="exec_ws_status_created"
+                fields=["workspace", "agent", "status", "id"], name="exec_ws_agent_status"
             ),
-            models.Index(fields=["workspace", "agent", "created_at"], name="exec_ws_agent_created"),
             models.Index(fields=["workspace", "session_id"], name="exec_ws_session"),
             models.Index(fields=["workspace", "created_at"], name="exec_ws_created"),
+            models.Index(fields=["workspace", "updated_at", "id"], name="exec_ws_updated"),
+            # The nullable orderings (cost, duration, started, completed) sort NULLs last in
+            # both directions; PostgreSQL gets `DESC NULLS LAST` indexes for them, and the
+            # metadata GIN index, in migration 0004 (SQLite has neither).
             # Only live rows are in it, so a claim stays cheap however long the history grows.
             models.Index(
                 fields=["runnable_at", "lease_expires_at"],
@@ -293,7 +300,10 @@ class Transition(models.Model):
     """Append-only history of one execution; the timeline, traces and Julep transitions read it."""
 
     id = models.BigAutoField(primary_key=True)
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="transitions")
+    # No index of its own: the unique (execution, seq) index serves every lookup by execution.
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="transitions", db_index=False
+    )
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=24)
     from_status = models.CharField(max_length=24, blank=True, default="")
@@ -308,16 +318,36 @@ class Transition(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices, default="system")
+    # Most transitions are the system's (NULL here): the indexes hold only the rows that name a
+    # user or key, which is all that deleting one needs.
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
     )
-    actor_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     actor_label = models.CharField(max_length=200, blank=True, default="system")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["execution", "seq"], name="transition_seq_unique")
+        ]
+        indexes = [
+            models.Index(
+                fields=["actor_user"],
+                name="transition_actor_user",
+                condition=models.Q(actor_user__isnull=False),
+            ),
+            models.Index(
+                fields=["actor_key"],
+                name="transition_actor_key",
+                condition=models.Q(actor_key__isnull=False),
+            ),
         ]
         ordering = ["execution", "seq"]
 
@@ -379,3 +409,30 @@ class DemoOrder(models.Model):
 
     def __str__(self) -> str:
         return self.order_id
+
+
+class ExecutionRollup(models.Model):
+    """Finished executions counted per (workspace, agent, status, hour created), so stats and
+    the overview read a few hundred rows instead of scanning the history. Written only by the
+    execution lifecycle, in the transaction that ends the run (and subtracted by retention);
+    unfinished runs are few and counted live. `shard` spreads one busy agent's hour over a few
+    rows so concurrent endings do not queue on one row lock."""
+
+    id = models.BigAutoField(primary_key=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=24)
+    hour = models.DateTimeField()
+    shard = models.PositiveSmallIntegerField(default=0)
+    count = models.BigIntegerField(default=0)
+    # Executions with a known cost above zero, and the sum of their costs.
+    costed = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    duration_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "hour", "agent", "status", "shard"], name="rollup_unique"
+            )
+        ]

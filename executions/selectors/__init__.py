@@ -7,7 +7,7 @@ from executions.selectors.agents import (
     agent_get,
     agent_get_by_id_or_name,
     agent_list,
-    agent_run_stats,
+    agent_metadata_match,
     agent_version_get,
     agent_workflow_list,
 )
@@ -42,6 +42,7 @@ from executions.selectors.pagination import (
     paginate,
 )
 from executions.selectors.stats import (
+    agent_run_stats,
     execution_daily_cost,
     execution_duration_percentiles,
     execution_hourly,
@@ -63,6 +64,7 @@ __all__ = [
     "agent_get",
     "agent_get_by_id_or_name",
     "agent_list",
+    "agent_metadata_match",
     "agent_run_stats",
     "agent_version_get",
     "agent_workflow_list",

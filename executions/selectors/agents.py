@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTransform
 
 from executions.errors import NotFound
-from executions.models import Agent, AgentVersion, Execution, Workspace
+from executions.models import Agent, AgentVersion, Workspace
 from executions.selectors.common import parse_uuid
 
 
@@ -54,35 +54,18 @@ def agent_version_get(*, agent: Agent, version_id: Any) -> AgentVersion:
     return version
 
 
-def agent_run_stats(*, workspace: Workspace, since: datetime) -> dict[Any, dict[str, Any]]:
-    """Per agent id: runs since `since`, failures among them, and the last run's time."""
-    recent = (
-        Execution.objects.for_workspace(workspace)
-        .filter(created_at__gte=since)
-        .values("agent_id")
-        .annotate(
-            runs=Count("id"),
-            failed=Count("id", filter=Q(status__in=["failed", "rejected"])),
-        )
-        .order_by()
-    )
-    stats: dict[Any, dict[str, Any]] = {
-        row["agent_id"]: {"runs": row["runs"], "failed": row["failed"]} for row in recent
-    }
-    last = (
-        Execution.objects.for_workspace(workspace)
-        .values("agent_id")
-        .annotate(last=Max("created_at"))
-        .order_by()
-    )
-    for row in last:
-        stats.setdefault(row["agent_id"], {"runs": 0, "failed": 0})["last"] = row["last"]
-    return stats
-
-
 def agent_workflow_list(*, workspace: Workspace, owner: Agent) -> QuerySet:
     """The workflow agents that belong to `owner` (Julep's tasks of an agent)."""
     # The services module keeps the owner link under this metadata key (WORKFLOW_OWNER_KEY).
     return agent_list(workspace=workspace, type="workflow").filter(
         metadata__julep_agent_id=str(owner.pk)
     )
+
+
+def agent_metadata_match(agents: QuerySet, *, wanted: dict[str, Any]) -> QuerySet:
+    """The agents whose metadata holds each top-level `key: value` of `wanted`. Keys are taken
+    literally (a key with `__` is not a lookup path), whatever characters they hold."""
+    for i, (key, value) in enumerate(wanted.items()):
+        name = f"metadata_{i}"
+        agents = agents.alias(**{name: KeyTransform(key, "metadata")}).filter(**{name: value})
+    return agents

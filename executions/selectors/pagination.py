@@ -17,6 +17,7 @@ from executions.models import Execution
 
 ORDERABLE = {"created_at", "updated_at", "duration_ms", "cost", "started_at", "completed_at"}
 MAX_LIMIT = 200
+COUNT_CAP = 10_000
 
 
 def order_executions(qs: QuerySet, ordering: str | None, direction: str | None = None) -> QuerySet:
@@ -50,6 +51,15 @@ class Page:
     page: int
     limit: int
     next_cursor: str | None = None
+    # False: `total` is a lower bound ("10,000+"), the count stopped at COUNT_CAP rows.
+    exact: bool = True
+
+    @property
+    def total_display(self) -> str:
+        """The total as a person reads it: "1,234", or "10,000+" when the count was capped."""
+        if self.total is None:
+            return ""
+        return f"{self.total:,}" + ("" if self.exact else "+")
 
     @property
     def pages(self) -> int:
@@ -61,6 +71,8 @@ class Page:
         meta: dict[str, Any] = {"page": self.page, "limit": self.limit}
         if self.total is not None:
             meta.update(total=self.total, pages=self.pages)
+            if not self.exact:
+                meta["total_exact"] = False
         if self.next_cursor is not None or self.total is None:
             meta["next_cursor"] = self.next_cursor
         return meta
@@ -90,10 +102,20 @@ def _positive_int(value: Any, field: str, default: int, errors: list) -> int:
     return number
 
 
-def paginate(qs: QuerySet, *, page: int, limit: int) -> Page:
-    total = qs.order_by().count()
-    items = list(qs[(page - 1) * limit : page * limit])
-    return Page(items=items, total=total, page=page, limit=limit)
+def paginate(qs: QuerySet, *, page: int, limit: int, exact: bool = False) -> Page:
+    """A numbered page. The total is exact when it is cheap (at most COUNT_CAP rows from this
+    page on) or asked for (`exact`); past that it says "at least": counting every row of a
+    million-row workspace on every page costs more than the page. Cursor pages
+    (keyset_page) are the way to walk deep."""
+    offset = (page - 1) * limit
+    items = list(qs[offset : offset + limit])
+    if exact:
+        return Page(items=items, total=qs.order_by().count(), page=page, limit=limit)
+    # Any order counts the same rows; without one the database reads the cheapest way.
+    counted = qs.order_by()[offset : offset + COUNT_CAP + 1].count()
+    if counted <= COUNT_CAP:
+        return Page(items=items, total=offset + counted, page=page, limit=limit)
+    return Page(items=items, total=offset + COUNT_CAP, page=page, limit=limit, exact=False)
 
 
 def encode_cursor(execution: Execution) -> str:

@@ -1,87 +1,143 @@
-"""Aggregates for the overview and the stats endpoint."""
+"""Aggregates for the overview, the agents page and the stats endpoint.
+
+Ended executions are read from ExecutionRollup (counts and sums per workspace, agent, status and
+hour, maintained by the lifecycle as each run ends); unfinished runs are few, and are counted
+from the executions table through its status index, as are the ended runs of the partial hour
+at the start of a `since` window. So a chart over a million runs reads a few hundred rows.
+"""
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Sum
-from django.db.models.functions import TruncDate, TruncHour
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window
+from django.db.models.functions import RowNumber, TruncDate, TruncHour
 
-from executions.lifecycle import ALL_STATUSES
-from executions.models import Agent, Execution, Workspace
+from executions.lifecycle import ACTIVE, ALL_STATUSES, TERMINAL
+from executions.models import Agent, Execution, ExecutionRollup, Workspace
+
+# How each grouping reads in the rollup and in the executions table.
+_ROLLUP_KEYS = {
+    "status": F("status"),
+    "agent_id": F("agent_id"),
+    "agent_name": F("agent__name"),
+    "hour": F("hour"),
+    "day": TruncDate("hour"),
+}
+_EXECUTION_KEYS = {
+    "status": F("status"),
+    "agent_id": F("agent_id"),
+    "agent_name": F("agent__name"),
+    "hour": TruncHour("created_at"),
+    "day": TruncDate("created_at"),
+}
+
+
+def _counts(*, workspace: Workspace, since: datetime | None, by: tuple[str, ...]) -> list[dict]:
+    """Rows of `by` plus n (runs), costed (runs with a cost above 0) and cost, over the
+    executions created since `since` (all of them when None)."""
+    whole = _next_hour(since) if since else None
+    rollups = ExecutionRollup.objects.filter(workspace=workspace)
+    if whole is not None:
+        rollups = rollups.filter(hour__gte=whole)
+    parts = [
+        rollups.annotate(**{f"k_{k}": _ROLLUP_KEYS[k] for k in by})
+        .values(*[f"k_{k}" for k in by])
+        .annotate(n=Sum("count"), costed=Sum("costed"), total=Sum("cost"))
+        .order_by()
+    ]
+    unfinished = Execution.objects.for_workspace(workspace).filter(status__in=ACTIVE)
+    if since is not None:
+        unfinished = unfinished.filter(created_at__gte=since)
+        edge = Execution.objects.for_workspace(workspace).filter(
+            status__in=TERMINAL, created_at__gte=since, created_at__lt=whole
+        )
+        parts.append(_grouped(edge, by))
+    parts.append(_grouped(unfinished, by))
+    merged: dict[tuple, dict[str, Any]] = {}
+    for part in parts:
+        for row in part:
+            key = tuple(row[f"k_{k}"] for k in by)
+            empty = {**dict(zip(by, key, strict=True)), "n": 0, "costed": 0, "cost": 0}
+            into = merged.setdefault(key, empty)
+            into["n"] += row["n"] or 0
+            into["costed"] += row["costed"] or 0
+            into["cost"] += row["total"] or 0
+    return [row for row in merged.values() if row["n"]]
+
+
+def _grouped(executions: Any, by: tuple[str, ...]) -> Any:
+    return (
+        executions.annotate(**{f"k_{k}": _EXECUTION_KEYS[k] for k in by})
+        .values(*[f"k_{k}" for k in by])
+        .annotate(n=Count("id"), costed=Count("id", filter=Q(cost__gt=0)), total=Sum("cost"))
+        .order_by()
+    )
+
+
+def _next_hour(moment: datetime) -> datetime:
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
 
 
 def execution_stats(*, workspace: Workspace, since: datetime | None = None) -> dict[str, Any]:
-    qs = Execution.objects.for_workspace(workspace)
-    if since:
-        qs = qs.filter(created_at__gte=since)
-    counts = dict(qs.values_list("status").annotate(n=Count("id")).order_by())
-    totals = qs.aggregate(cost=Sum("cost"))
+    rows = _counts(workspace=workspace, since=since, by=("status",))
+    counts = {row["status"]: row["n"] for row in rows}
     return {
         "by_status": {status: counts.get(status, 0) for status in ALL_STATUSES},
         "total": sum(counts.values()),
-        "cost": totals["cost"] or Decimal("0"),
+        "cost": sum((Decimal(row["cost"]) for row in rows), Decimal("0")),
     }
 
 
 def execution_hourly(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:
-    """Executions created per hour since `since`, split into finished well / badly / other."""
-    rows = (
-        Execution.objects.for_workspace(workspace)
-        .filter(created_at__gte=since)
-        .annotate(hour=TruncHour("created_at"))
-        .values("hour", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    return list(rows)
+    """Executions created per hour since `since`, by status: rows of hour, status, n."""
+    rows = _counts(workspace=workspace, since=since, by=("hour", "status"))
+    return [{"hour": row["hour"], "status": row["status"], "n": row["n"]} for row in rows]
 
 
 def execution_daily_cost(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:
-    """Cost per day per agent since `since`."""
-    rows = (
-        Execution.objects.for_workspace(workspace)
-        .filter(created_at__gte=since, cost__gt=0)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "agent__name")
-        .annotate(cost=Sum("cost"), n=Count("id"))
-        .order_by()
-    )
-    return list(rows)
+    """Cost per day per agent since `since` (runs with a cost above zero)."""
+    rows = _counts(workspace=workspace, since=since, by=("day", "agent_name"))
+    return [
+        {"day": r["day"], "agent__name": r["agent_name"], "cost": r["cost"], "n": r["costed"]}
+        for r in rows
+        if r["costed"]
+    ]
 
 
 def execution_duration_percentiles(
     *, workspace: Workspace, since: datetime, sample: int = 2000
 ) -> list[dict[str, Any]]:
     """p50 / p95 duration per agent over finished executions since `since` (the latest
-    `sample` runs of each agent, so the overview stays fast on millions of rows)."""
-    agents = Agent.objects.for_workspace(workspace).order_by("name")
+    `sample` runs of each agent), in one query: a window numbers each agent's runs newest
+    first and keeps the first `sample`."""
+    agents = {a.pk: a for a in Agent.objects.for_workspace(workspace).order_by("name")}
+    latest = (
+        Execution.objects.for_workspace(workspace)
+        .filter(created_at__gte=since, duration_ms__isnull=False, agent_id__in=list(agents))
+        .annotate(rank=Window(RowNumber(), partition_by=[F("agent_id")], order_by=F("id").desc()))
+        .filter(rank__lte=sample)
+        .values_list("agent_id", "duration_ms")
+    )
+    values: dict[Any, list[int]] = {}
+    for agent_id, duration in latest:
+        values.setdefault(agent_id, []).append(duration)
     result = []
-    for agent in agents:
-        values = list(
-            Execution.objects.filter(
-                workspace=workspace,
-                agent=agent,
-                created_at__gte=since,
-                duration_ms__isnull=False,
+    for agent_id, agent in agents.items():
+        durations = sorted(values.get(agent_id, []))
+        if durations:
+            result.append(
+                {
+                    "agent": agent,
+                    "count": len(durations),
+                    "p50": _percentile(durations, 0.50),
+                    "p95": _percentile(durations, 0.95),
+                }
             )
-            .order_by("-created_at")
-            .values_list("duration_ms", flat=True)[:sample]
-        )
-        if not values:
-            continue
-        values.sort()
-        result.append(
-            {
-                "agent": agent,
-                "count": len(values),
-                "p50": _percentile(values, 0.50),
-                "p95": _percentile(values, 0.95),
-            }
-        )
     return result
 
 
@@ -90,3 +146,23 @@ def _percentile(sorted_values: list[int], q: float) -> int:
         return 0
     index = max(0, math.ceil(q * len(sorted_values)) - 1)
     return sorted_values[index]
+
+
+def agent_run_stats(*, workspace: Workspace, since: datetime) -> dict[Any, dict[str, Any]]:
+    """Per agent id: runs since `since`, failures and human rejections among them (apart: a
+    rejection is a decision, not a failure), and the last run's time (one index lookup per
+    agent, newest first on (workspace, agent, id))."""
+    stats: dict[Any, dict[str, Any]] = {}
+    for row in _counts(workspace=workspace, since=since, by=("agent_id", "status")):
+        entry = stats.setdefault(row["agent_id"], {"runs": 0, "failed": 0, "rejected": 0})
+        entry["runs"] += row["n"]
+        if row["status"] in ("failed", "rejected"):
+            entry[row["status"]] += row["n"]
+    newest = Execution.objects.filter(workspace=workspace, agent=OuterRef("pk")).order_by("-id")
+    last = Agent.objects.filter(workspace=workspace).annotate(
+        last=Subquery(newest.values("created_at")[:1])
+    )
+    for agent_id, moment in last.values_list("pk", "last"):
+        if moment is not None:
+            stats.setdefault(agent_id, {"runs": 0, "failed": 0, "rejected": 0})["last"] = moment
+    return stats

@@ -227,3 +227,91 @@ def test_two_threads_deciding_at_once_exactly_one_wins(agent):
         winner = next(o.split(":")[1] for o in outcomes if o.startswith("won"))
         assert execution.status == winner
         assert execution.transition_count == 4
+
+
+# --- rollups: stats read what the lifecycle counted as each run ended ------------------------
+
+
+def raw_stats(workspace, since=None):
+    from django.db.models import Count, Sum
+
+    rows = Execution.objects.filter(workspace=workspace)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    counts = dict(rows.values_list("status").annotate(n=Count("id")).order_by())
+    return {
+        "by_status": {status: counts.get(status, 0) for status in ALL_STATUSES},
+        "total": sum(counts.values()),
+        "cost": rows.aggregate(cost=Sum("cost"))["cost"] or 0,
+    }
+
+
+def test_stats_from_rollups_equal_a_count_of_the_rows(agent):
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from executions import selectors
+
+    ended = []
+    for status in (Status.COMPLETED, Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+        execution = new_execution(agent)
+        for to in PATH_TO[status][:-1]:
+            lifecycle.transition(execution, to, type=TYPE_FOR[to])
+        lifecycle.transition(
+            execution, status, type=TYPE_FOR[status], fields={"cost": Decimal("0.25")}
+        )
+        ended.append(execution)
+    new_execution(agent)  # pending: counted live, not in a rollup
+    parked = new_execution(agent)
+    lifecycle.transition(parked, Status.RUNNING, type="start")
+    # An execution from two hours ago: its hour is a whole rollup hour inside a 3-hour window.
+    old = new_execution(agent)
+    Execution.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    old.refresh_from_db()
+    lifecycle.transition(old, Status.CANCELLED, type="cancelled")
+
+    workspace = agent.workspace
+    for since in (None, timezone.now() - timedelta(hours=3), timezone.now() - timedelta(minutes=5)):
+        got = selectors.execution_stats(workspace=workspace, since=since)
+        want = raw_stats(workspace, since)
+        assert got["by_status"] == want["by_status"]
+        assert got["total"] == want["total"]
+        assert Decimal(got["cost"]) == Decimal(want["cost"])
+    assert selectors.execution_stats(workspace=workspace)["by_status"]["completed"] == 2
+
+    hourly = selectors.execution_hourly(
+        workspace=workspace, since=timezone.now() - timedelta(hours=24)
+    )
+    assert sum(row["n"] for row in hourly) == 7
+    runs = selectors.agent_run_stats(
+        workspace=workspace, since=timezone.now() - timedelta(hours=24)
+    )
+    assert runs[agent.pk]["runs"] == 7
+    assert runs[agent.pk]["failed"] == 1
+    assert runs[agent.pk]["last"] == Execution.objects.order_by("-id").first().created_at
+
+
+def test_retention_takes_purged_runs_out_of_the_rollups(agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions import selectors
+    from executions.engine import retention
+
+    workspace = agent.workspace
+    workspace.retention_days = 1
+    workspace.save(update_fields=["retention_days"])
+    kept, purged = new_execution(agent), new_execution(agent)
+    Execution.objects.filter(pk=purged.pk).update(created_at=timezone.now() - timedelta(days=3))
+    purged.refresh_from_db()
+    for execution in (kept, purged):
+        put_in(execution, Status.COMPLETED)
+    assert selectors.execution_stats(workspace=workspace)["by_status"]["completed"] == 2
+
+    assert retention.purge()["executions"] == 1
+    got, want = selectors.execution_stats(workspace=workspace), raw_stats(workspace)
+    assert (got["by_status"], got["total"]) == (want["by_status"], want["total"])
+    assert selectors.execution_stats(workspace=workspace)["by_status"]["completed"] == 1
