@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import AfterValidator, BaseModel, BeforeValidator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, model_validator
 
 from executions.errors import ValidationFailed, field_error
 
@@ -170,9 +170,11 @@ SafeText = Annotated[str, _pydantic_text(None)]
 """A string for a TextField: no NUL, no lone surrogates."""
 
 
-def SafeStr(max_length: int) -> Any:  # noqa: N802 - used like a type: SafeStr(200)
-    """A string for a CharField(max_length=…)."""
-    return Annotated[str, _pydantic_text(max_length)]
+def SafeStr(max_length: int, min_length: int = 0) -> Any:  # noqa: N802 - a type: SafeStr(200)
+    """A string for a CharField(max_length=…); the bounds appear in the OpenAPI document."""
+    return Annotated[
+        str, StringConstraints(min_length=min_length, max_length=max_length), _pydantic_text(None)
+    ]
 
 
 SafeJson = Annotated[Any, AfterValidator(_pydantic_json)]

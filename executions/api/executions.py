@@ -53,7 +53,9 @@ async def execution_create(request: HttpRequest, body: s.ExecutionIn):
 def execution_list(
     request: HttpRequest,
     paging: Query[PageParams],
-    status: list[Text] | None = None,
+    status: list[Text] | None = Query(
+        None, description="one or more statuses (repeat or comma-separate)"
+    ),
     agent_id: uuid.UUID | None = None,
     session_id: Text | None = None,
     parent_id: uuid.UUID | None = None,
@@ -61,7 +63,7 @@ def execution_list(
     created_before: Text | None = None,
     q: Text | None = None,
     search: Text | None = None,
-    metadata: list[SafeStr(1000)] | None = None,
+    metadata: list[SafeStr(1000)] | None = Query(None, description="key=value, repeatable"),
     cost_above: Finite | None = None,
     ordering: Text | None = None,
     order_by: Text | None = None,
@@ -84,7 +86,8 @@ def execution_list(
         )
     else:
         ordered = selectors.order_executions(executions, ordering or order_by, order_direction)
-        result = selectors.paginate(ordered, page=paging.page, limit=paging.size)
+        exact = request.GET.get("count") == "exact"
+        result = selectors.paginate(ordered, page=paging.page, limit=paging.size, exact=exact)
     return page_out(result, serializers.execution_out)
 
 

@@ -37,8 +37,8 @@ class ErrorOut(Schema):
 
 
 class AgentIn(BodyIn):
-    name: SafeStr(200)
-    type: SafeStr(16) = Field("agent", description="agent | workflow | python | external")
+    name: SafeStr(200, min_length=1)
+    type: Literal["agent", "workflow", "python", "external"] = "agent"
     description: SafeText = ""
     metadata: SafeObject | None = None
     template_id: SafeStr(200) | None = None
@@ -106,6 +106,11 @@ class ExternalEventsIn(BodyIn):
 
 class Meta(Schema):
     total: int | None = Field(None, description="null in cursor mode")
+    total_exact: bool | None = Field(
+        None,
+        description="present and false when the count stopped at 10,000 rows: total is then a "
+        "lower bound (ask count=exact for the exact figure)",
+    )
     page: int
     limit: int
     pages: int | None = None
