@@ -161,7 +161,7 @@ def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
         proc.wait(5)
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 40) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -177,7 +177,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 40) -> None:
     raise SystemExit(f"server did not answer {url}")
 
 
-def wait_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 40) -> None:
+def wait_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if needle in (path.read_text() if path.exists() else ""):
