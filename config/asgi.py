@@ -8,12 +8,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
 # The dashboard's stylesheet and scripts (and htmx from django-htmx) are served by the app
-# itself, so `make up` needs no separate web server; a CDN or proxy may still front /static/.
-django_app = ASGIStaticFilesHandler(get_asgi_application())
+# itself (WhiteNoise, first in MIDDLEWARE, with DEBUG off too), so `make up` needs no separate
+# web server; a CDN or proxy may still front /static/.
+django_app = get_asgi_application()
 
 from executions import routing  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
