@@ -6,7 +6,7 @@ MANAGE := .venv/bin/python manage.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: up test sync uv lint format browser-test worker
+.PHONY: up dev test sync uv lint format browser-test worker
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -16,6 +16,10 @@ sync: uv
 
 up: sync
 	@HOST=$(HOST) PORT=$(PORT) $(MANAGE) up
+
+# As `make up`, with DEBUG on (Django's debug pages, templates and static files re-read).
+dev: sync
+	@DEBUG=true HOST=$(HOST) PORT=$(PORT) $(MANAGE) up
 
 worker: sync
 	@$(MANAGE) worker
