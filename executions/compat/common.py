@@ -18,13 +18,15 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
 
 from config.api import ApiKeyAuth
+from executions import selectors
 from executions.errors import Forbidden, StewardError, ValidationFailed, field_error
 from executions.lifecycle import IllegalTransition
 from executions.live.follow import follow
 from executions.models import role_at_least
-from executions.validation import clean_json
+from executions.validation import clean_json, clean_params
 
 # Heartbeat comments keep proxies and SDK read timeouts (Julep: 120 s) from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
@@ -71,6 +73,22 @@ def authenticate(request: HttpRequest) -> str | None:
     if key is None:
         return getattr(request, "auth_problem", None) or "missing or invalid API key"
     return None
+
+
+class BearerAuth(HttpBearer):
+    """`Authorization: Bearer <key>`, which the SDKs send; ApiKeyAuth reads it too. Listed
+    beside ApiKeyAuth so each face's OpenAPI document says either header will do."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if hasattr(request, "auth_problem"):  # ApiKeyAuth already looked at both headers
+            return None
+        return ApiKeyAuth()(request)
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        return None
+
+
+AUTH = [ApiKeyAuth(), BearerAuth()]
 
 
 def install_error_handlers(api: NinjaAPI, render: Renderer) -> None:
@@ -191,6 +209,21 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
             details=[field_error("body", "must be a JSON object")],
         )
     return clean_json(value, field="")
+
+
+def metadata_filter(request: HttpRequest) -> dict[str, Any]:
+    """Julep's `metadata_filter={"k": "v"}` (a JSON object) or `metadata_filter.k=v` (SDK 2.x),
+    as {key: value}; every query parameter is checked for text no database can compare."""
+    clean_params(request.GET, fields={"metadata_filter": 4000})
+    wanted: dict[str, Any] = {}
+    if raw := request.GET.get("metadata_filter"):
+        wanted.update(
+            clean_json(json_object(raw, field="metadata_filter"), field="metadata_filter")
+        )
+    for key in request.GET:
+        if key.startswith("metadata_filter."):
+            wanted[key[len("metadata_filter.") :]] = selectors.metadata_value(request.GET[key])
+    return wanted
 
 
 def json_object(raw: str, *, field: str) -> dict[str, Any]:

@@ -13,13 +13,12 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI
 
-from config.api import ApiKeyAuth
 from executions import selectors, services
 from executions.compat import common, julep_transitions, julep_v0
 from executions.compat import julep_schemas as s
 from executions.compat.common import reply, require
+from executions.compat.fields import FaceAPI
 from executions.compat.julep_schemas import Direction, Id, Limit, Offset, SortBy
 from executions.compat.julep_shapes import (
     agent_out,
@@ -31,7 +30,6 @@ from executions.compat.julep_shapes import (
 )
 from executions.errors import BadRequest, NotFound
 from executions.models import Agent, AgentType, Execution, Role
-from executions.validation import SafeStr, clean_json, clean_params
 
 __all__ = ["api", "julep_status", "render_error", "transition_type", "urlpatterns"]
 
@@ -44,12 +42,12 @@ AGENT_VERSION_FIELDS = (
     "project",
 )
 
-api = NinjaAPI(
+api = FaceAPI(
     title="Steward — Julep dialect",
     version="julep-2.21",
     description="The Julep executions API over Steward (the `julep` 2.21 SDK). Authenticate "
     "with `Authorization: Bearer <key>`. The 0.3.9 SDK has its own face at /julep/v0.",
-    auth=ApiKeyAuth(),
+    auth=common.AUTH,
     urls_namespace="julep",
     docs_url="/docs",
 )
@@ -90,19 +88,6 @@ def _ordered(qs, sort_by: str, direction: str):
     return qs.order_by(f"-{sort_by}" if descending else sort_by, "-id" if descending else "id")
 
 
-def _metadata_filter(request: HttpRequest, raw: str | None) -> dict[str, Any]:
-    """`metadata_filter.k=v` (SDK 2.x) or `metadata_filter={"k": "v"}` (older clients)."""
-    clean_params(request.GET)
-    wanted: dict[str, Any] = {}
-    if raw:
-        parsed = common.json_object(raw, field="metadata_filter")
-        wanted.update(clean_json(parsed, field="metadata_filter"))
-    for key in request.GET:
-        if key.startswith("metadata_filter."):
-            wanted[key[len("metadata_filter.") :]] = selectors.metadata_value(request.GET[key])
-    return wanted
-
-
 # --- agents ----------------------------------------------------------------------------------
 
 
@@ -127,18 +112,24 @@ def agent_create(request: HttpRequest, body: s.AgentIn):
     return reply(agent_out(agent), status=201)
 
 
-@api.get("/agents", summary="List agents", tags=["agents"], response=s.replies({200: s.AgentList}))
+@api.get(
+    "/agents",
+    summary="List agents",
+    tags=["agents"],
+    response=s.replies({200: s.AgentList}),
+    openapi_extra={"parameters": [s.METADATA_FILTER]},
+)
 def agent_list(
     request: HttpRequest,
     limit: int = Limit,
     offset: int = Offset,
     sort_by: SortBy = "created_at",
     direction: Direction = "desc",
-    metadata_filter: SafeStr(2000) | None = None,
 ):
-    agents = selectors.agent_list(workspace=request.workspace, type=AgentType.AGENT)
-    for key, value in _metadata_filter(request, metadata_filter).items():
-        agents = agents.filter(**{f"metadata__{key}": value})
+    agents = selectors.agent_metadata_match(
+        selectors.agent_list(workspace=request.workspace, type=AgentType.AGENT),
+        wanted=common.metadata_filter(request),
+    )
     rows = _ordered(agents, sort_by, direction)[offset : offset + limit]
     return reply({"items": [agent_out(a) for a in rows]})
 

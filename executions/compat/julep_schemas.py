@@ -9,19 +9,36 @@ from typing import Any, Literal
 from ninja import Field, Query, Schema
 from pydantic import ConfigDict
 
-from executions.validation import SafeJson, SafeStr, SafeText
+from executions.compat.fields import PLACEHOLDER, STORABLE, Json, JsonObject, Text
 
-Id = SafeStr(64)
-Name = SafeStr(200)
-Short = SafeStr(200)
-Steps = list[SafeJson]
-JsonObject = dict[SafeStr(200), SafeJson]
+Id = Text(64)
+Name = Text(200, named=True)
+Short = Text(200)
+Steps = list[JsonObject]
 
 # Query parameters shared by the list operations.
 Limit = Query(100, ge=1, le=1000, description="page size")
 Offset = Query(0, ge=0, le=10**9)
 SortBy = Literal["created_at", "updated_at"]
 Direction = Literal["asc", "desc"]
+
+# `metadata_filter` is a JSON object in one query parameter (read by common.metadata_filter,
+# which also takes the 2.x SDK's `metadata_filter.<key>=<value>` form).
+METADATA_FILTER = {
+    "name": "metadata_filter",
+    "in": "query",
+    "required": False,
+    "description": "only agents whose metadata has these top-level entries",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "propertyNames": {"type": "string", "pattern": STORABLE, "maxLength": 200},
+                "additionalProperties": PLACEHOLDER,
+            }
+        }
+    },
+}
 
 # What each error status means on this face; every one has the FastAPI body `ErrorOut`.
 ERROR_CODES = (400, 401, 403, 404, 409, 413, 422, 429)
@@ -44,12 +61,12 @@ def replies(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
 
 class AgentIn(Schema):
     name: Name
-    about: SafeText = ""
+    about: Text() = ""
     model: Short | None = None
-    instructions: SafeText | list[SafeText] | None = None
+    instructions: Text() | list[Text()] | None = None
     metadata: JsonObject | None = None
     default_settings: JsonObject | None = None
-    default_system_template: SafeText | None = None
+    default_system_template: Text() | None = None
     canonical_name: Short | None = None
     project: Short | None = None
 
@@ -58,8 +75,8 @@ class TaskIn(Schema):
     """A Julep task; extra top-level keys are named sub-workflows (called by `yield` steps)."""
 
     name: Name
-    main: Steps
-    description: SafeText | None = ""
+    main: Steps = Field(..., min_length=1)
+    description: Text() | None = ""
     canonical_name: Short | None = None
     inherit_tools: bool | None = None
     input_schema: JsonObject | None = None
@@ -68,18 +85,18 @@ class TaskIn(Schema):
 
 
 class ExecutionIn(Schema):
-    input: SafeJson = None
+    input: Json = None
     metadata: JsonObject | None = None
     # Julep lets a client pass these; they are the engine's to set, so they are ignored.
-    output: SafeJson = None
-    error: SafeText | None = None
+    output: Json = None
+    error: Text() | None = None
     transition_count: int | None = None
 
 
 class ChangeStatusIn(Schema):
-    status: SafeStr(24) = Field(..., description="cancelled, or running (with input) to resume")
-    input: SafeJson = None
-    reason: SafeText | None = None
+    status: Text(24) = Field(..., description="cancelled, or running (with input) to resume")
+    input: Json = None
+    reason: Text() | None = None
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -170,8 +187,8 @@ class TransitionList(Schema):
 
 
 class FunctionIn(Schema):
-    name: SafeStr(64)
-    description: SafeText | None = None
+    name: Text(64)
+    description: Text() | None = None
     parameters: JsonObject | None = None
 
 
@@ -182,21 +199,21 @@ class ToolIn(Schema):
 
 class AgentV0In(Schema):
     name: Name
-    about: SafeText | None = ""
-    instructions: SafeText | list[SafeText] | None = None
+    about: Text() | None = ""
+    instructions: Text() | list[Text()] | None = None
     tools: list[ToolIn] | None = None
     default_settings: JsonObject | None = None
-    model: SafeStr(200) | None = None
-    docs: list[SafeJson] | None = Field(None, description="not supported: must be empty")
+    model: Text(200) | None = None
+    docs: list[Json] | None = Field(None, max_length=0, description="not supported: empty")
     metadata: JsonObject | None = None
 
 
 class TaskV0In(Schema):
     name: Name
-    description: SafeText | None = None
-    tools_available: list[SafeStr(64)] | None = Field(None, description="names of tools")
+    description: Text() | None = None
+    tools_available: list[Text(64)] | None = Field(None, description="names of tools")
     input_schema: JsonObject | None = None
-    main: list[JsonObject]
+    main: list[JsonObject] = Field(..., min_length=1)
 
 
 class ExecutionV0In(Schema):

@@ -14,6 +14,7 @@ from executions import selectors
 from executions.compat import common
 from executions.compat import julep_schemas as s
 from executions.compat.common import reply
+from executions.compat.fields import Text
 from executions.compat.julep_schemas import Direction, Id, Limit, Offset, SortBy
 from executions.compat.julep_shapes import julep_status, transition_out
 from executions.errors import NotFound, ValidationFailed, field_error
@@ -21,7 +22,6 @@ from executions.lifecycle import PARKED, TERMINAL
 from executions.live import streams
 from executions.models import Execution, Transition
 from executions.serializers import iso
-from executions.validation import SafeStr
 
 router = Router()
 
@@ -139,7 +139,7 @@ def _transitions_after(execution_id: Any, seq: int) -> tuple[Execution | None, l
     openapi_extra={"responses": SSE},
 )
 async def transition_stream(
-    request: HttpRequest, execution_id: Id, next_page_token: SafeStr(64) | None = None
+    request: HttpRequest, execution_id: Id, next_page_token: Text(64) | None = None
 ):
     """One event per transition, `{"transition": {...}, "next_page_token": …}`. The stream
     ends once the execution has finished or is waiting on a person (input or approval) and

@@ -20,31 +20,30 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI, Query
+from ninja import Query
 
-from config.api import ApiKeyAuth
 from executions import selectors, services
 from executions.compat import common
 from executions.compat import julep_schemas as v
 from executions.compat.common import reply, require
+from executions.compat.fields import FaceAPI, Text
 from executions.compat.julep_schemas import replies
 from executions.compat.julep_shapes import julep_status, render_error
 from executions.errors import NotFound, ValidationFailed, field_error
 from executions.models import Agent, AgentType, Execution, Role
 from executions.serializers import iso
 from executions.services.agents import WORKFLOW_OWNER_KEY
-from executions.validation import SafeStr
 
-Id = SafeStr(64)
-Name = SafeStr(200)
+Id = Text(64)
+Name = Text(200, named=True)
 
-api = NinjaAPI(
+api = FaceAPI(
     title="Steward — Julep 0.x dialect",
     version="julep-0.3.9",
     description="The tasks API of the Julep 0.3.9 Python SDK (seed 004) over Steward: "
     '`Client(api_key=…, base_url="http://host/julep/v0")`. Authenticate with '
     "`Authorization: Bearer <key>`. The julep 2.21 SDK uses /julep.",
-    auth=ApiKeyAuth(),
+    auth=common.AUTH,
     urls_namespace="julep_v0",
     docs_url="/docs",
 )
@@ -196,10 +195,6 @@ def _task(request: HttpRequest, agent: Agent, task_id: str) -> Agent:
 )
 def agent_create(request: HttpRequest, body: v.AgentV0In):
     require(request, Role.ADMIN)
-    if body.docs:
-        raise ValidationFailed(
-            "docs are not supported", details=[field_error("docs", "must be empty")]
-        )
     config: dict[str, Any] = {
         "model": body.model,
         "system_prompt": body.instructions or None,
@@ -217,18 +212,22 @@ def agent_create(request: HttpRequest, body: v.AgentV0In):
     return reply(created_out(agent.pk, agent.created_at), status=201)
 
 
-@api.get("/agents", summary="List agents", tags=["agents"], response=replies({200: v.AgentV0List}))
+@api.get(
+    "/agents",
+    summary="List agents",
+    tags=["agents"],
+    response=replies({200: v.AgentV0List}),
+    openapi_extra={"parameters": [v.METADATA_FILTER]},
+)
 def agent_list(
     request: HttpRequest,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=10**9),
-    metadata_filter: SafeStr(2000) | None = None,
 ):
-    agents = selectors.agent_list(workspace=request.workspace, type=AgentType.AGENT)
-    if metadata_filter:
-        wanted = common.json_object(metadata_filter, field="metadata_filter")
-        for key, value in wanted.items():
-            agents = agents.filter(**{f"metadata__{key}": value})
+    agents = selectors.agent_metadata_match(
+        selectors.agent_list(workspace=request.workspace, type=AgentType.AGENT),
+        wanted=common.metadata_filter(request),
+    )
     rows = agents.order_by("-created_at", "-id")[offset : offset + limit]
     return reply({"items": [agent_out(a) for a in rows]})
 

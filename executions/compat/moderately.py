@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path, re_path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI, Query
+from ninja import Query
+from pydantic import WithJsonSchema
 
-from config.api import ApiKeyAuth
 from executions import selectors, services
 from executions.compat import common
 from executions.compat import moderately_schemas as m
 from executions.compat.common import reply, require
+from executions.compat.fields import FaceAPI, Text
 from executions.errors import NotFound, ValidationFailed, field_error
 from executions.lifecycle import Status
 from executions.models import Execution, Role
 from executions.selectors import ORDERABLE
 from executions.serializers import iso
-from executions.validation import SafeStr, clean_text
+from executions.validation import clean_text
 
 STATUS = {
     Status.PENDING: "pending",
@@ -85,12 +86,12 @@ def render_error(request: HttpRequest, problem: common.Problem) -> HttpResponse:
     return JsonResponse(body, status=status)
 
 
-api = NinjaAPI(
+api = FaceAPI(
     title="Steward — Moderately AI dialect",
     version="moderately-0.2",
     description="Moderately AI agent executions over Steward. Authenticate with "
     "`Authorization: Bearer <key>`; `teamIds` is your workspace id or slug.",
-    auth=ApiKeyAuth(),
+    auth=common.AUTH,
     urls_namespace="moderately",
     docs_url="/docs",
 )
@@ -173,8 +174,11 @@ def _execution(request: HttpRequest, execution_id: str) -> Execution:
 
 # --- endpoints -------------------------------------------------------------------------------
 
+# One or more of the face's statuses, comma-separated (checked below, naming the field).
+_NAME = "(" + "|".join(NATIVE) + ")"
+StatusNames = Annotated[str, WithJsonSchema({"type": "string", "pattern": f"^{_NAME}(,{_NAME})*$"})]
 TeamIds = Query(None, alias="teamIds", description="your workspace id or slug (the SDK sends it)")
-ID = SafeStr(64)
+ID = Text(64)
 
 
 @api.get(
@@ -187,13 +191,13 @@ def execution_list(
     request: HttpRequest,
     page: int = Query(1, ge=1, le=10**7),
     page_size: int = Query(10, ge=1, le=selectors.MAX_LIMIT),
-    status: list[SafeStr(200)] | None = Query(None, description=", ".join(NATIVE)),
-    agent_id: SafeStr(200) | None = Query(None, description="an agent's id or name"),
+    status: list[StatusNames] | None = Query(None, description=", ".join(NATIVE)),
+    agent_id: Text(200) | None = Query(None, description="an agent's id or name"),
     order_by: Literal[
         "createdAt", "updatedAt", "startedAt", "completedAt", "durationMs", *ORDERABLE
     ] = "created_at",
     order_direction: Literal["asc", "desc"] = "desc",
-    team_ids: list[SafeStr(200)] | None = TeamIds,
+    team_ids: list[Text(200)] | None = TeamIds,
 ):
     errors = []
     statuses: list[str] = []
@@ -248,7 +252,7 @@ def execution_list(
     response=m.replies({200: m.ExecutionOut}),
 )
 def execution_retrieve(
-    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+    request: HttpRequest, execution_id: ID, team_ids: list[Text(200)] | None = TeamIds
 ):
     return reply(execution_out(_execution(request, execution_id)))
 
@@ -260,7 +264,7 @@ def execution_retrieve(
     response=m.replies({200: m.ExecutionOut, 201: m.ExecutionOut}, 403, 409, 413),
 )
 def execution_create(
-    request: HttpRequest, body: m.ExecutionIn, team_ids: list[SafeStr(200)] | None = TeamIds
+    request: HttpRequest, body: m.ExecutionIn, team_ids: list[Text(200)] | None = TeamIds
 ):
     require(request, Role.REVIEWER)
     require_team(request)
@@ -302,7 +306,7 @@ def execution_create(
     },
 )
 def execution_cancel(
-    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+    request: HttpRequest, execution_id: ID, team_ids: list[Text(200)] | None = TeamIds
 ):
     require(request, Role.REVIEWER)
     execution = _execution(request, execution_id)
@@ -319,7 +323,7 @@ def execution_cancel(
     response=m.replies({}, 405),
 )
 def execution_delete(
-    request: HttpRequest, execution_id: ID, team_ids: list[SafeStr(200)] | None = TeamIds
+    request: HttpRequest, execution_id: ID, team_ids: list[Text(200)] | None = TeamIds
 ):
     _execution(request, execution_id)
     return render_error(

@@ -8,9 +8,7 @@ from typing import Any
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from executions.validation import SafeJson, SafeStr
-
-JsonObject = dict[SafeStr(200), SafeJson]
+from executions.compat.fields import JsonObject, Text
 
 
 class ErrorOut(Schema):
@@ -34,15 +32,15 @@ def replies(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
 class ExecutionIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    agent_id: SafeStr(200) = Field(..., description="the id or name of an agent")
+    agent_id: Text(200) = Field(..., description="the id or name of an agent")
     input_data: JsonObject | None = None
     metadata: JsonObject | None = None
-    session_id: SafeStr(200) | None = None
-    version_id: SafeStr(64) | None = None
+    session_id: Text(200) | None = None
+    version_id: Text(64) | None = None
 
 
 class CancelIn(Schema):
-    reason: SafeStr(2000) | None = None
+    reason: Text(2000) | None = None
 
 
 class ExecutionOut(Schema):

@@ -142,7 +142,9 @@ def test_julep_v0_reports_the_fields_its_sdk_sent(owner, julep_agent):
     )
     assert unknown_step_tool.status_code == 422
     assert julep_locs(unknown_step_tool) == [["body", "main", 0, "tool_id"]]
-    bad_text = owner.post(base, {"name": "t", "description": NUL, "main": []})
+    bad_text = owner.post(
+        base, {"name": "t", "description": NUL, "main": [{"evaluate": {"x": "1"}}]}
+    )
     assert julep_locs(bad_text) == [["body", "description"]]
     nothing_written(agents=1)
 
