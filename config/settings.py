@@ -113,9 +113,15 @@ DEBUG = env_bool("DEBUG", False)
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
 _public = urlparse(PUBLIC_URL)
 _local_hosts = ["127.0.0.1", "localhost", "[::1]", "testserver"]
-# The host of PUBLIC_URL is always allowed, so setting PUBLIC_URL alone is enough behind a proxy.
+# The host of PUBLIC_URL is always allowed, so setting PUBLIC_URL alone is enough behind a proxy;
+# so is the address `make up HOST=…` binds to, unless it is a wildcard.
+_bound = os.environ.get("HOST", "")
 ALLOWED_HOSTS = list(
-    dict.fromkeys(env_list("ALLOWED_HOSTS", _local_hosts) + [_public.hostname or "localhost"])
+    dict.fromkeys(
+        env_list("ALLOWED_HOSTS", _local_hosts)
+        + [_public.hostname or "localhost"]
+        + ([_bound] if _bound and _bound not in {"0.0.0.0", "::"} else [])
+    )
 )
 CSRF_TRUSTED_ORIGINS = list(
     dict.fromkeys(
