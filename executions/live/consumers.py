@@ -20,21 +20,14 @@ Each change is loaded and rendered once per process and shared by the sockets it
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
 import uuid
-from asyncio import FIRST_COMPLETED
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.consumer import get_handler_name
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -43,6 +36,7 @@ from approvals.models import Approval
 from executions import selectors
 from executions.live import events, fanout, fragments
 from executions.live.layer import OUTAGE_ERRORS
+from executions.live.socket import TRY_AGAIN_LATER, GroupSocket
 from executions.models import Execution
 
 logger = logging.getLogger("steward.live")
@@ -53,9 +47,7 @@ PAGES = {"overview", "executions", "execution", "approvals", "approval", "other"
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
-# The channel layer (Redis) is away: the page retries later (the htmx ws extension reconnects
-# after 1012/1013) and then re-syncs from its position.
-TRY_AGAIN_LATER = 1013
+# Redis came back after an outage: the page reconnects and re-syncs from its position.
 RESYNC = 1012
 MAX_SHOWN = 1000
 
@@ -78,55 +70,8 @@ def _ids(values: Any) -> set[str]:
     return found
 
 
-class LiveConsumer(AsyncWebsocketConsumer):
+class LiveConsumer(GroupSocket):
     groups_joined: list[str]
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """A socket that cannot get its channel (Redis is away) is refused quietly: the outage
-        is logged once (events.layer_health), and the page retries with backoff."""
-        try:
-            await self._serve(scope, receive, send)
-        except OUTAGE_ERRORS as exc:
-            events.layer_health.failed(exc)
-            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
-
-    async def _serve(self, scope: dict, receive: Any, send: Any) -> None:
-        """Channels' AsyncConsumer.__call__, with group messages read by a loop of their own.
-
-        Channels' `await_many_dispatch` runs `asyncio.wait` over fresh tasks for both sources
-        at every message: per group message, per socket, a new task and a wait — at 1,000
-        sockets a visible share of a server's time. Here group messages (nearly all the
-        traffic) are awaited in a plain loop; the page's own messages (connect, `shown`,
-        disconnect) are rare and keep the general path. The group loop starts once `connect`
-        has run (joined and replayed), and everything still goes through `dispatch`."""
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = partial(self.channel_layer.receive, self.channel_name)
-        self.base_send = send
-        group_loop: asyncio.Task | None = None
-        try:
-            while True:
-                incoming = asyncio.ensure_future(receive())
-                if group_loop is not None:
-                    await asyncio.wait({incoming, group_loop}, return_when=FIRST_COMPLETED)
-                    if group_loop.done() and not incoming.done():
-                        incoming.cancel()
-                        group_loop.result()  # a failure in a handler ends the socket
-                await self.dispatch(await incoming)
-                if group_loop is None:
-                    group_loop = asyncio.ensure_future(self._group_messages())
-        except StopConsumer:
-            pass
-        finally:
-            if group_loop is not None:
-                group_loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await group_loop
-
-    async def _group_messages(self) -> None:
-        while True:
-            await self.dispatch(await self.channel_receive())
 
     async def connect(self) -> None:
         self.groups_joined = []
@@ -182,17 +127,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except OUTAGE_ERRORS as exc:  # the layer is down; nothing to undo
                 events.layer_health.failed(exc)
                 return
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' dispatch, without its `aclose_old_connections()` before every message: that
-        hops onto Django's one thread for sync code once per message per socket — at 500
-        sockets a process, 500 hops per change, with sync views (the Approve POST) queueing
-        behind them. This consumer touches the database only through `fanout.in_thread`, which
-        closes its connections around each call itself."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """A page tells which rows it shows after it fetched rows itself (a reconnect's
