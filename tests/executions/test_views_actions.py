@@ -130,17 +130,18 @@ def test_a_viewer_cannot_bulk_decide(viewer, parked):
     assert response.status_code == 403
 
 
-def test_comments_are_kept_with_their_author(viewer, parked):
+def test_comments_are_kept_with_their_author(teammate, parked):
+    # A reviewer: since 96cafc4 viewers read the discussion only (as in the API).
     _, approval = parked
     response = csrf_post(
-        browser(viewer),
+        browser(teammate),
         f"/approvals/{approval.pk}/comments/",
         {"body": "Customer called twice"},
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
     assert "Customer called twice" in response.content.decode()
-    assert "vera" in response.content.decode()
+    assert "rory" in response.content.decode()
 
 
 # --- executions ------------------------------------------------------------------------------
