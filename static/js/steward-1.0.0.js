@@ -68,6 +68,13 @@
       return sock;
     };
   }
+  // A catch-up fetch after a reconnect asks for what changed since the page last heard from
+  // its socket (data-live-since; `hx-vals="js:…"` would need eval, which the CSP forbids).
+  document.addEventListener("htmx:configRequest", function (evt) {
+    if (evt.detail.elt && evt.detail.elt.hasAttribute("data-live-since")) {
+      evt.detail.parameters.since = Steward.lastSeen;
+    }
+  });
   var socket = null;
   // Rows fetched over HTTP (the catch-up after a reconnect) are rows the socket must now update.
   document.addEventListener("htmx:afterRequest", function () {

@@ -104,3 +104,16 @@ def test_a_page_opened_after_the_run_gets_nothing_twice(open_page, demo, owner, 
     expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
     time.sleep(0.5)
     assert page_contents(page) == before
+
+
+def test_a_list_page_catches_up_after_its_socket_reconnects(open_page, demo, owner, server):
+    page = open_page(owner, "/executions/")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
+    with page.expect_request(lambda r: "/executions/changes" in r.url) as caught:
+        events.send(events.workspace_executions_group(owner.workspace.pk), {"type": "live.resync"})
+    request = caught.value
+    # `since` is set by static/js (no eval under the CSP): what changed while it was away.
+    assert "since=" in request.url
+    assert request.response().status == 200
+    execution = start_research(demo, owner)
+    expect(page.locator(f"#exec-{execution.pk}")).to_be_visible(timeout=30_000)
