@@ -75,8 +75,14 @@ class Approval(models.Model):
 
     class Meta:
         indexes = [
+            # The list's order (soonest due, NULLs last as an ASC index keeps them, then
+            # oldest): with and without a status filter, read in index order.
             models.Index(
-                fields=["workspace", "status", "expires_at"], name="approval_ws_status_due"
+                fields=["workspace", "status", "expires_at", "created_at", "id"],
+                name="approval_ws_status_order",
+            ),
+            models.Index(
+                fields=["workspace", "expires_at", "created_at", "id"], name="approval_ws_order"
             ),
             models.Index(fields=["workspace", "created_at"], name="approval_ws_created"),
             models.Index(fields=["status", "expires_at"], name="approval_status_due"),

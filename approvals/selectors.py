@@ -164,7 +164,14 @@ def approval_inbox(*, workspace: Workspace, decider: Decider | None = None, mine
         executions = executions.filter(pk__in=pending.values("execution_id"))
     return (
         executions.select_related("agent", "agent_version")
-        .prefetch_related(Prefetch("approvals", queryset=pending, to_attr="pending_approvals"))
+        .prefetch_related(
+            Prefetch(
+                "approvals",
+                # Decisions and assignees too: the inbox item shows both (no query per row).
+                queryset=pending.prefetch_related("decisions", "assignee_users"),
+                to_attr="pending_approvals",
+            )
+        )
         .order_by("updated_at", "id")
     )
 

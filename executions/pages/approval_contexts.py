@@ -16,7 +16,7 @@ from executions.forms import SchemaForm
 from executions.lifecycle import Actor
 from executions.models import Membership, Role, role_at_least
 
-INBOX_LIMIT = 300
+INBOX_LIMIT = 50  # cards rendered per inbox page (issue 12)
 
 
 def _decider(membership: Membership, user: Any) -> policies.Decider:

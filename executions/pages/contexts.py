@@ -55,7 +55,7 @@ RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(
           "30d": timedelta(days=30)}  # fmt: skip
 RANGE_LABELS = {"": "Any time", "1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days",
                 "30d": "Last 30 days", "custom": "Custom range"}  # fmt: skip
-TIMELINE_LIMIT = 300
+TIMELINE_LIMIT = 50  # the latest entries; older ones load on demand (issue 12)
 
 
 # --- overview --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from executions.selectors.executions import (
     execution_event_list,
     execution_get,
     execution_tree,
+    transition_before,
     transition_list,
     transition_recent,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "parse_dt",
     "parse_uuid",
     "savedview_list",
+    "transition_before",
     "transition_list",
     "transition_recent",
 ]

@@ -50,6 +50,16 @@ def transition_recent(*, execution: Execution, limit: int) -> tuple[list, int]:
     return rows, max(0, total - len(rows))
 
 
+def transition_before(*, execution: Execution, seq: int, limit: int = 50) -> tuple[list, int]:
+    """The `limit` transitions just before `seq`, in order, and how many earlier ones remain:
+    the timeline's "load older" (an index range on (execution, seq), however long the run)."""
+    rows = list(
+        Transition.objects.filter(execution=execution, seq__lt=seq).order_by("-seq")[:limit]
+    )
+    rows.reverse()
+    return rows, max(0, (rows[0].seq - 1) if rows else 0)
+
+
 def execution_event_list(*, execution: Execution, limit: int = 1000) -> list:
     """The streamed events of an execution (content, thinking, tool_start…), oldest first."""
     rows = ExecutionEvent.objects.filter(execution=execution).order_by("-id")[:limit]
