@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncHour
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from executions.models import ActorType, ApiKey, Execution, ExecutionRollup, Transition
+from executions import rollups
+from executions.models import ActorType, ApiKey, Execution, Transition
 
 
 class Status:
@@ -221,18 +221,7 @@ def _append(
                 "updated_at": now,
             }
             if to is not None:
-                updates["status"] = to
-                if to == "running" and current.started_at is None:
-                    updates["started_at"] = now
-                if to in TERMINAL:
-                    updates["completed_at"] = now
-                    begun = current.started_at or current.created_at
-                    # The engine passes its own (running time, not time handed back).
-                    updates.setdefault(
-                        "duration_ms", max(0, int((now - begun).total_seconds() * 1000))
-                    )
-                    updates["lease_owner"] = ""
-                    updates["lease_expires_at"] = None
+                _move_fields(current, to, now, updates)
             # Compare-and-set on the exact state we read: the status AND the history length.
             # A concurrent writer bumps transition_count, so exactly one of two racers wins.
             won = Execution.objects.filter(
@@ -265,83 +254,121 @@ def _append(
         # Keep the caller's object in step with the row it just changed.
         _refresh(execution, src_row=current, to=to, seq=seq, now=now, updates=updates)
         _schedule_event(execution, step)
-        if to in TERMINAL:
-            _count_ended(execution, status=to, created_at=current.created_at, updates=updates)
-        # Only a parked run holds open approvals (they are created as it parks and resolved
-        # before it runs again), so other endings skip the query.
-        if to in TERMINAL and src == Status.AWAITING_APPROVAL:
-            for callback in _ON_END:
-                callback(execution)
+        _after_move(execution, src=src, to=to, current=current, updates=updates)
     return step
 
 
-ROLLUP_SHARDS = 4
+def _move_fields(current: Execution, to: str, now: Any, updates: dict[str, Any]) -> None:
+    """The columns a move to `to` sets besides the status."""
+    updates["status"] = to
+    if to == "running" and current.started_at is None:
+        updates["started_at"] = now
+    if to in TERMINAL:
+        updates["completed_at"] = now
+        begun = current.started_at or current.created_at
+        # The engine passes its own (running time, not time handed back).
+        updates.setdefault("duration_ms", max(0, int((now - begun).total_seconds() * 1000)))
+        updates["lease_owner"] = ""
+        updates["lease_expires_at"] = None
 
 
-def _count_ended(execution: Execution, *, status: str, created_at: Any, updates: dict) -> None:
-    """Add a run that just ended to its (workspace, agent, status, hour) rollup, in the same
-    transaction: stats and the overview then read rollups, never the whole history."""
-    cost = updates.get("cost", execution.cost)
-    if hasattr(cost, "resolve_expression"):  # an F() expression: the row knows the sum
-        cost = Execution.objects.filter(pk=execution.pk).values_list("cost", flat=True).first()
-    costed = 1 if cost is not None and cost > 0 else 0
-    rollup_add(
-        workspace_id=execution.workspace_id,
-        agent_id=execution.agent_id,
-        status=status,
-        hour=created_at.replace(minute=0, second=0, microsecond=0),
-        shard=execution.pk.int % ROLLUP_SHARDS,
-        count=1,
-        costed=costed,
-        cost=cost if costed else Decimal(0),
-        duration_ms=updates.get("duration_ms") or 0,
-    )
+def _after_move(
+    execution: Execution, *, src: str, to: str | None, current: Execution, updates: dict
+) -> None:
+    if to in TERMINAL:
+        rollups.count_ended(execution, status=to, created_at=current.created_at, updates=updates)
+    # Only a parked run holds open approvals (they are created as it parks and resolved
+    # before it runs again), so other endings skip the query.
+    if to in TERMINAL and src == Status.AWAITING_APPROVAL:
+        for callback in _ON_END:
+            callback(execution)
 
 
-def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,
-               **amounts: Any) -> None:  # fmt: skip
-    """Add `amounts` (count, costed, cost, duration_ms; negative to subtract) to one rollup row.
-    An UPDATE first (the usual case, one statement); the hour's first row is created in a
-    savepoint so a concurrent creator makes us update instead."""
-    key = {"workspace_id": workspace_id, "agent_id": agent_id, "status": status, "hour": hour}
-    increments = {field: F(field) + value for field, value in amounts.items()}
-    rows = ExecutionRollup.objects.filter(**key, shard=shard)
-    if rows.update(**increments):
-        return
-    try:
-        with transaction.atomic():
-            ExecutionRollup.objects.create(**key, shard=shard, **amounts)
-    except IntegrityError:
-        rows.update(**increments)
+def append_many(
+    execution: Execution,
+    entries: list[dict[str, Any]],
+    *,
+    guard: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+    actor: Actor = SYSTEM,
+) -> list[Transition]:
+    """Append several history entries in one compare-and-set and one INSERT: what the engine
+    held back (a run's start, its steps without side effects) and, last, possibly its end.
 
-
-def rollup_forget(execution_ids: list[Any]) -> None:
-    """Take executions about to be deleted (retention) out of their rollups, in the caller's
-    transaction, so stats count what is kept. Subtracted from shard 0: only the sum over a
-    key's shards means anything."""
-    ended = (
-        Execution.objects.filter(pk__in=execution_ids, status__in=TERMINAL)
-        .annotate(bucket=TruncHour("created_at"))
-        .values("workspace_id", "agent_id", "status", "bucket")
-        .annotate(
-            n=Count("id"),
-            costed=Count("id", filter=Q(cost__gt=0)),
-            total=Sum("cost", filter=Q(cost__gt=0)),
-            ms=Sum("duration_ms"),
+    Each entry is {"type": …, "to": status or None, **details}; every move is checked against
+    the table in order, as `transition()` would. Each entry keeps its own seq and details
+    (its own started/ended times); events go out per entry after commit.
+    """
+    if not entries:
+        return []
+    guard = guard or {}
+    # No savepoint: the engine calls this as the whole of its transaction, and a refusal
+    # (IllegalTransition, GuardFailed) is raised before anything is written.
+    with transaction.atomic(savepoint=False):
+        current = execution
+        for _ in range(_CAS_ATTEMPTS):
+            src = status = current.status
+            moves = []
+            for entry in entries:
+                to = entry.get("to")
+                if to is not None and not can_move(status, to):
+                    raise IllegalTransition(execution.pk, status, to)
+                if to is None and status in TERMINAL:
+                    raise IllegalTransition(
+                        execution.pk, status, None, f"execution {execution.pk} is already {status}"
+                    )
+                moves.append((status, to or status))
+                status = to or status
+            now = timezone.now()
+            updates: dict[str, Any] = {
+                **(fields or {}),
+                "transition_count": F("transition_count") + len(entries),
+                "updated_at": now,
+            }
+            if status != src:
+                _move_fields(current, status, now, updates)
+                if status in TERMINAL and current.started_at is None:
+                    updates.setdefault("started_at", now)
+            won = Execution.objects.filter(
+                pk=execution.pk, status=src, transition_count=current.transition_count, **guard
+            ).update(**updates)
+            if won:
+                first = current.transition_count + 1
+                break
+            current = Execution.objects.filter(pk=execution.pk).first()
+            if current is None:
+                raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
+            if guard and any(getattr(current, k) != v for k, v in guard.items()):
+                raise GuardFailed(f"execution {execution.pk} no longer matches {guard}")
+        else:  # pragma: no cover - needs 20 writers interleaving on one row
+            raise IllegalTransition(execution.pk, current.status, status, "too much contention")
+        steps = Transition.objects.bulk_create(
+            [
+                Transition(
+                    execution_id=execution.pk,
+                    seq=first + i,
+                    type=entry["type"],
+                    from_status=from_status,
+                    to_status=to_status,
+                    actor_type=actor.type,
+                    actor_user_id=actor.user_id,
+                    actor_key_id=actor.key_id,
+                    actor_label=actor.label,
+                    created_at=now,
+                    **_clean_details({k: v for k, v in entry.items() if k not in ("type", "to")}),
+                )
+                for i, (entry, (from_status, to_status)) in enumerate(
+                    zip(entries, moves, strict=True)
+                )
+            ]
         )
-        .order_by()
-    )
-    for row in ended:
-        rollup_add(
-            workspace_id=row["workspace_id"],
-            agent_id=row["agent_id"],
-            status=row["status"],
-            hour=row["bucket"],
-            count=-row["n"],
-            costed=-row["costed"],
-            cost=-(row["total"] or 0),
-            duration_ms=-(row["ms"] or 0),
-        )
+        to = status if status != src else None
+        last = first + len(entries) - 1
+        _refresh(execution, src_row=current, to=to, seq=last, now=now, updates=updates)
+        for step in steps:
+            _schedule_event(execution, step)
+        _after_move(execution, src=src, to=to, current=current, updates=updates)
+    return steps
 
 
 def _clean_details(details: dict[str, Any]) -> dict[str, Any]:

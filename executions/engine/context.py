@@ -50,7 +50,7 @@ from executions.engine.stop import (
 from executions.engine.stream import Stream
 from executions.engine.threads import loop_binding, serial_db
 from executions.engine.timers import Timers
-from executions.lifecycle import GuardFailed, IllegalTransition
+from executions.lifecycle import TERMINAL, GuardFailed, IllegalTransition, Status
 from executions.models import Execution, Transition
 
 __all__ = [
@@ -106,7 +106,9 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self.cost = Decimal(0)
         self.steps_done = 0
         # Records held back until the next write that must happen (see PURE_KINDS).
-        self._deferred: list[Callable[[], None]] = []
+        self._deferred: list[dict[str, Any]] = []
+        self._deferred_fields: dict[str, Any] = {}
+        self._deferred_events: list[tuple[str, dict[str, Any]]] = []
         self.start_deferred = False
         # A fresh run (it was pending a moment ago) has no recorded steps to replay.
         recorded = (
@@ -227,63 +229,72 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
                 "ended_at": timezone.now(),
             }
 
-            def write() -> None:
-                self._append(
-                    "step", fields={**fields, "lease_expires_at": self.lease_until()}, **details
-                )
-
+            entry = {"type": "step", **details}
             if kind in PURE_KINDS:
-                self._deferred.append(write)
+                self._deferred.append(entry)
+                self._deferred_fields.update(fields)
             else:
-                self.write_now(write)
+                self.write([entry], fields)
             self.recorded[path] = Recorded(output, kind, usage, cost)
             self.steps_done += 1
         self.check_budgets()
         return output
 
-    def _append(self, type: str, *, fields: dict[str, Any] | None = None, **details: Any) -> None:
-        try:
-            lifecycle.record(self.execution, type=type, guard=self.guard, fields=fields, **details)
-        except (GuardFailed, IllegalTransition):
-            raise self.stopped_writing() from None
-
     # --- held-back records -------------------------------------------------------------------
 
-    def defer(self, write: Callable[[], None], *, start: bool = False) -> None:
+    def defer_start(self, event: tuple[str, dict[str, Any]]) -> None:
+        """pending → running, held back with the steps after it (and the event announcing it)."""
         with self._lock:
-            self._deferred.append(write)
-            self.start_deferred = self.start_deferred or start
+            self._deferred.append({"type": "start", "to": Status.RUNNING})
+            self._deferred_events.append(event)
+            self.start_deferred = True
 
-    def write_deferred(self) -> None:
-        """Inside the caller's transaction: write the records held back, in order."""
+    def write(
+        self,
+        entries: list[dict[str, Any]],
+        fields: dict[str, Any] | None = None,
+        *,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Write `entries` now, after the records held back, as one compare-and-set and one
+        INSERT (lifecycle.append_many) that also renews the lease; `then` runs in the same
+        transaction (the end's event, waking a parent)."""
         with self._lock:
-            writes, self._deferred = self._deferred, []
-            for write in writes:
-                write()
+            held, self._deferred = self._deferred, []
+            held_fields, self._deferred_fields = self._deferred_fields, {}
+            events, self._deferred_events = self._deferred_events, []
+            all_entries = held + entries
+            if not all_entries and then is None:
+                return
+            merged = {**held_fields, **(fields or {})}
+            if not any(e.get("to") in TERMINAL for e in all_entries):
+                merged.setdefault("lease_expires_at", self.lease_until())
+            try:
+                with transaction.atomic():
+                    lifecycle.append_many(
+                        self.execution, all_entries, guard=self.guard, fields=merged
+                    )
+                    for type, data in events:
+                        self.emit(type, data)
+                    if then is not None:
+                        then()
+            except (GuardFailed, IllegalTransition):
+                raise self.stopped_writing() from None
             self.start_deferred = False
 
-    def write_now(self, write: Callable[[], None]) -> None:
-        """A write that must happen now, with the records held back before it."""
-        with self._lock:
-            if not self._deferred:
-                write()
-                return
-            with transaction.atomic():
-                self.write_deferred()
-                write()
+    def write_deferred(self) -> None:
+        """Write the records held back (before a park's own write, or at a stop)."""
+        self.write([])
 
     def before_effect(self) -> None:
         """Before a side effect begins: a run still shown as pending is shown running first
         (with the pure steps before it), so a long model call is not watched as queued."""
         if self.start_deferred:
-            with self._lock, transaction.atomic():
-                self.write_deferred()
+            self.write([])
 
     def note(self, type: str, *, path: str = "", message: str = "", **details: Any) -> None:
         """A history entry that is not a step (a retry, a log line)."""
-        self.write_now(
-            lambda: self._append(type, step_path=path, message=message[:2000], **details)
-        )
+        self.write([{"type": type, "step_path": path, "message": message[:2000], **details}])
 
     # --- parking -----------------------------------------------------------------------------
 
@@ -296,25 +307,16 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self, to: str, *, path: str, kind: str, input: Any, message: str, state: dict[str, Any]
     ) -> None:
         """Park with a status change (awaiting approval / input), releasing the lease."""
-        try:
-            lifecycle.transition(
-                self.execution,
-                to,
-                type="wait",
-                guard=self.guard,
-                step_path=path,
-                step_kind=kind,
-                input=input,
-                message=message,
-                fields={
-                    "state": state,
-                    "lease_owner": "",
-                    "lease_expires_at": None,
-                    **self.usage_fields(),
-                },
-            )
-        except (GuardFailed, IllegalTransition):
-            raise self.stopped_writing() from None
+        entry = {
+            "type": "wait",
+            "to": to,
+            "step_path": path,
+            "step_kind": kind,
+            "input": input,
+            "message": message,
+        }
+        fields = {"state": state, "lease_owner": "", "lease_expires_at": None}
+        self.write([entry], {**fields, **self.usage_fields()})
         self.state = state
         self.lease_released = True
 
@@ -337,23 +339,15 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             "runnable_at": runnable_at,
         }
         if type is None:
+            self.write_deferred()
             won = Execution.objects.filter(pk=self.execution.pk, lease_owner=self.owner).update(
                 **fields, updated_at=timezone.now()
             )
             if not won:
                 raise self.stopped_writing()
         else:
-            try:
-                lifecycle.record(
-                    self.execution,
-                    type=type,
-                    guard=self.guard,
-                    step_path=path,
-                    message=message,
-                    fields={**fields, **self.usage_fields()},
-                )
-            except (GuardFailed, IllegalTransition):
-                raise self.stopped_writing() from None
+            entry = {"type": type, "step_path": path, "message": message}
+            self.write([entry], {**fields, **self.usage_fields()})
         self.state = state
         self.lease_released = True
 

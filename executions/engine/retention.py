@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from executions import lifecycle
+from executions import rollups
 from executions.lifecycle import TERMINAL
 from executions.models import Execution, ExecutionEvent, ExecutionTombstone, Workspace
 
@@ -50,7 +50,7 @@ def purge(*, now: Any = None, batch: int = 1000, dry_run: bool = False) -> dict[
                     ],
                     ignore_conflicts=True,
                 )
-                lifecycle.rollup_forget([*ids, *children])
+                rollups.rollup_forget([*ids, *children])
                 Execution.objects.filter(pk__in=ids).delete()
             counts["executions"] += len(ids)
             if len(ids) < batch:

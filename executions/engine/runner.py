@@ -104,7 +104,8 @@ def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None
         _attach(execution)
         if execution.status == Status.PENDING:
             ctx = RunContext(execution, owner=owner, worker=worker, fresh=True)
-            ctx.defer(lambda: _start(ctx), start=True)
+            started = {"execution_id": str(execution_id), "user_message_id": ""}
+            ctx.defer_start(("execution", started))
         else:
             ctx = RunContext(execution, owner=owner, worker=worker)
             if not (ctx.state.get("parked") or ctx.state.get("handed_back_at")):
@@ -118,10 +119,9 @@ def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None
         finish(ctx, output)
     except Park as park:
         try:
+            assert ctx is not None
+            ctx.flush()
             with transaction.atomic():
-                assert ctx is not None
-                ctx.flush()
-                ctx.write_deferred()
                 park.apply()
         except (Cancelled, LeaseLost, GuardFailed, IllegalTransition):
             logger.info("execution %s stopped before it could park", execution_id)
@@ -156,16 +156,6 @@ def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None
     finally:
         if (ctx is None or not ctx.lease_released) and execution.status not in TERMINAL:
             queue.release(execution_id, owner=owner)
-
-
-def _start(ctx: RunContext) -> None:
-    """pending → running, written with the first records of the run (held back until then)."""
-    try:
-        lifecycle.transition(ctx.execution, Status.RUNNING, type="start", guard=ctx.guard)
-    except (GuardFailed, IllegalTransition):
-        raise ctx.stopped_writing() from None
-    ctx.emit("execution", {"execution_id": str(ctx.execution.pk), "user_message_id": ""})
-    _log(ctx.execution, Status.PENDING, Status.RUNNING)
 
 
 def _count_downtime(ctx: RunContext) -> None:
@@ -221,6 +211,7 @@ def _duration_ms(ctx: RunContext) -> int | None:
 
 
 def finish(ctx: RunContext, output: Any) -> None:
+    """The run's end, written with the records held back in one transaction."""
     execution = ctx.execution
     output = jsonable(output)
     if ctx.output_schema:
@@ -228,61 +219,49 @@ def finish(ctx: RunContext, output: Any) -> None:
         if found:
             summary = "; ".join(f"{v['field']}: {v['message']}" for v in found[:5])
             raise StepFailed(f"output does not match output_schema: {summary}")
-    with transaction.atomic():
-        ctx.flush()
-        ctx.write_deferred()
-        fields = {"output": output, "state": _final_state(ctx), **ctx.usage_fields()}
-        duration = _duration_ms(ctx)
-        if duration is not None:
-            fields["duration_ms"] = duration
-        try:
-            lifecycle.transition(
-                execution,
-                Status.COMPLETED,
-                type="finish",
-                guard=ctx.guard,
-                output=output,
-                fields=fields,
-            )
-        except (GuardFailed, IllegalTransition):
-            raise ctx.stopped_writing() from None
-        done_output = output if isinstance(output, dict) else {"result": output}
+    ctx.flush()
+    fields = {"output": output, "state": _final_state(ctx), **ctx.usage_fields()}
+    duration = _duration_ms(ctx)
+    if duration is not None:
+        fields["duration_ms"] = duration
+    done_output = output if isinstance(output, dict) else {"result": output}
+
+    def then() -> None:
         ctx.emit("done", {"output": done_output, "token_usage": dict(ctx.tokens)})
         _wake_parent(execution)
+
+    ctx.write([{"type": "finish", "to": Status.COMPLETED, "output": output}], fields, then=then)
     ctx.lease_released = True
     _log(execution, Status.RUNNING, Status.COMPLETED, f"{execution.duration_ms} ms")
 
 
 def fail(ctx: RunContext | None, execution: Execution, message: str) -> None:
     fields: dict[str, Any] = {"error": message[:10000]}
-    if ctx is not None:
-        fields.update(ctx.usage_fields())
-        fields["state"] = _final_state(ctx)
-    guard = ctx.guard if ctx is not None else {}
+    entry = {"type": "error", "to": Status.FAILED, "message": message[:2000]}
     try:
-        with transaction.atomic():
-            if ctx is not None:
-                ctx.flush()
-                ctx.write_deferred()
-                duration = _duration_ms(ctx)
-                if duration is not None:
-                    fields["duration_ms"] = duration
-            lifecycle.transition(
-                execution,
-                Status.FAILED,
-                type="error",
-                guard=guard,
-                message=message[:2000],
-                fields=fields,
-            )
-            if ctx is not None:
+        if ctx is None:
+            with transaction.atomic():
+                lifecycle.transition(
+                    execution, Status.FAILED, type="error", message=entry["message"], fields=fields
+                )
+                _wake_parent(execution)
+        else:
+            ctx.flush()
+            fields.update(ctx.usage_fields())
+            fields["state"] = _final_state(ctx)
+            duration = _duration_ms(ctx)
+            if duration is not None:
+                fields["duration_ms"] = duration
+
+            def then() -> None:
                 ctx.emit("error", {"message": message})
-            _wake_parent(execution)
+                _wake_parent(execution)
+
+            ctx.write([entry], fields, then=then)
+            ctx.lease_released = True
     except (GuardFailed, IllegalTransition, Cancelled, LeaseLost):
         logger.info("execution %s could not be failed (%s): it moved on", execution.pk, message)
         return
-    if ctx is not None:
-        ctx.lease_released = True
     _log(execution, Status.RUNNING, Status.FAILED, message[:200])
 
 

@@ -200,9 +200,16 @@ class Worker:
                 free = self.concurrency - self._inflight
                 claimed = self._claim(min(free, CLAIM_BATCH)) if free > 0 else []
                 for execution in claimed:
+                    key = str(execution.pk)
+                    with self._held_lock:
+                        running_here = key in self._held
+                    if running_here:
+                        # Our own lease ran out (a stalled renewal) and we took it again: the
+                        # run in flight here goes on; a second one must not start.
+                        continue
                     with self._inflight_lock:
                         self._inflight += 1
-                    self.hold(str(execution.pk))
+                    self.hold(key)
                     pool.submit(self._run, execution)
                 if free <= 0:
                     self._wake.wait(self.max_idle)  # a run that ends wakes the loop

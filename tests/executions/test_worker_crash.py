@@ -107,7 +107,7 @@ def env(tmp_path_factory):
         cwd=ROOT,
         env=environment,
         check=True,
-        timeout=120,
+        timeout=500,
     )
     yield environment
     if scratch:
