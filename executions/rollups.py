@@ -1,0 +1,86 @@
+"""Per-hour rollups of ended executions (ExecutionRollup): the lifecycle adds each run as it
+ends, in the same transaction, and retention takes out what it purges. The stats selectors read
+them (executions/selectors/stats.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncHour
+
+from executions.models import Execution, ExecutionRollup
+
+# lifecycle.TERMINAL, spelled out: the lifecycle imports this module, not the other way round.
+TERMINAL = ("completed", "failed", "cancelled", "rejected")
+
+
+ROLLUP_SHARDS = 4
+
+
+def count_ended(execution: Execution, *, status: str, created_at: Any, updates: dict) -> None:
+    """Add a run that just ended to its (workspace, agent, status, hour) rollup, in the same
+    transaction: stats and the overview then read rollups, never the whole history."""
+    cost = updates.get("cost", execution.cost)
+    if hasattr(cost, "resolve_expression"):  # an F() expression: the row knows the sum
+        cost = Execution.objects.filter(pk=execution.pk).values_list("cost", flat=True).first()
+    costed = 1 if cost is not None and cost > 0 else 0
+    rollup_add(
+        workspace_id=execution.workspace_id,
+        agent_id=execution.agent_id,
+        status=status,
+        hour=created_at.replace(minute=0, second=0, microsecond=0),
+        shard=execution.pk.int % ROLLUP_SHARDS,
+        count=1,
+        costed=costed,
+        cost=cost if costed else Decimal(0),
+        duration_ms=updates.get("duration_ms") or 0,
+    )
+
+
+def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,
+               **amounts: Any) -> None:  # fmt: skip
+    """Add `amounts` (count, costed, cost, duration_ms; negative to subtract) to one rollup row.
+    An UPDATE first (the usual case, one statement); the hour's first row is created in a
+    savepoint so a concurrent creator makes us update instead."""
+    key = {"workspace_id": workspace_id, "agent_id": agent_id, "status": status, "hour": hour}
+    increments = {field: F(field) + value for field, value in amounts.items()}
+    rows = ExecutionRollup.objects.filter(**key, shard=shard)
+    if rows.update(**increments):
+        return
+    try:
+        with transaction.atomic():
+            ExecutionRollup.objects.create(**key, shard=shard, **amounts)
+    except IntegrityError:
+        rows.update(**increments)
+
+
+def rollup_forget(execution_ids: list[Any]) -> None:
+    """Take executions about to be deleted (retention) out of their rollups, in the caller's
+    transaction, so stats count what is kept. Subtracted from shard 0: only the sum over a
+    key's shards means anything."""
+    ended = (
+        Execution.objects.filter(pk__in=execution_ids, status__in=TERMINAL)
+        .annotate(bucket=TruncHour("created_at"))
+        .values("workspace_id", "agent_id", "status", "bucket")
+        .annotate(
+            n=Count("id"),
+            costed=Count("id", filter=Q(cost__gt=0)),
+            total=Sum("cost", filter=Q(cost__gt=0)),
+            ms=Sum("duration_ms"),
+        )
+        .order_by()
+    )
+    for row in ended:
+        rollup_add(
+            workspace_id=row["workspace_id"],
+            agent_id=row["agent_id"],
+            status=row["status"],
+            hour=row["bucket"],
+            count=-row["n"],
+            costed=-row["costed"],
+            cost=-(row["total"] or 0),
+            duration_ms=-(row["ms"] or 0),
+        )
