@@ -19,6 +19,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
 
 from config.api import ApiKeyAuth
 from executions import selectors
@@ -209,6 +211,19 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
             details=[field_error("body", "must be a JSON object")],
         )
     return clean_json(value, field="")
+
+
+def parse_body(request: HttpRequest, schema: type[BaseModel]) -> Any:
+    """An optional body (absent means {}) parsed by `schema`; each problem names its field."""
+    try:
+        return schema.model_validate(json_body(request))
+    except PydanticError as exc:
+        details = [
+            field_error(".".join(str(p) for p in e["loc"]) or "body", e["msg"])
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        raise ValidationFailed(f"invalid request: {summary}", details=details) from None
 
 
 def metadata_filter(request: HttpRequest) -> dict[str, Any]:

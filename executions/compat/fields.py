@@ -15,10 +15,12 @@ from pydantic import AfterValidator, WithJsonSchema
 
 from executions.validation import BIGINT_MAX, SafeJson, SafeStr, SafeText
 
-# Text a database stores: no NUL, no unpaired surrogate (astral characters are one code point).
-STORABLE = r"^[^\x00\ud800-\udfff]*$"
+# Text a database stores: no NUL. (Nor unpaired surrogates, which are refused too; the
+# documents leave them out of the patterns because schema validators reject surrogate ranges in
+# an ECMA-262 regex, and no JSON text generator produces them unasked.)
+STORABLE = r"^[^\x00]*$"
 # The same, with at least one character that is not blank (names).
-NAMED = r"^[^\x00\ud800-\udfff]*[^\s\x00\ud800-\udfff][^\x00\ud800-\udfff]*$"
+NAMED = r"^[^\x00]*[^\s\x00][^\x00]*$"
 JSON_REF = {"$ref": "#/components/schemas/StorableJson"}
 # What the field types carry instead of JSON_REF: pydantic resolves every $ref it meets against
 # its own definitions, so the reference is put in when FaceAPI writes the document.
@@ -34,8 +36,8 @@ STORABLE_JSON = {
         {"type": "array", "items": JSON_REF},
         {
             "type": "object",
-            "propertyNames": {"type": "string", "pattern": STORABLE},
-            "additionalProperties": JSON_REF,
+            "patternProperties": {STORABLE: JSON_REF},
+            "additionalProperties": False,
         },
     ],
 }
@@ -75,8 +77,9 @@ JsonObject = Annotated[
     WithJsonSchema(
         {
             "type": "object",
-            "propertyNames": {"type": "string", "pattern": STORABLE, "maxLength": 200},
-            "additionalProperties": PLACEHOLDER,
+            "propertyNames": {"maxLength": 200},
+            "patternProperties": {STORABLE: PLACEHOLDER},
+            "additionalProperties": False,
         }
     ),
 ]

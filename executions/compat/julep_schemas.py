@@ -33,8 +33,9 @@ METADATA_FILTER = {
         "application/json": {
             "schema": {
                 "type": "object",
-                "propertyNames": {"type": "string", "pattern": STORABLE, "maxLength": 200},
-                "additionalProperties": PLACEHOLDER,
+                "propertyNames": {"maxLength": 200},
+                "patternProperties": {STORABLE: PLACEHOLDER},
+                "additionalProperties": False,
             }
         }
     },

@@ -310,31 +310,9 @@ def execution_cancel(
 ):
     require(request, Role.REVIEWER)
     execution = _execution(request, execution_id)
-    reason = common.json_body(request).get("reason") or ""
-    clean_text(reason, field="reason", max_length=2000)
+    reason = common.parse_body(request, m.CancelIn).reason or ""
     services.execution_cancel(execution=execution, actor=request.actor, reason=str(reason))
     return reply(execution_out(execution))
-
-
-@api.delete(
-    "/agent-executions/{execution_id}",
-    summary="Not supported: executions are an audit record (cancel instead)",
-    tags=["agent executions"],
-    response=m.replies({}, 405),
-)
-def execution_delete(
-    request: HttpRequest, execution_id: ID, team_ids: list[Text(200)] | None = TeamIds
-):
-    _execution(request, execution_id)
-    return render_error(
-        request,
-        common.Problem(
-            405,
-            "agent executions cannot be deleted: they are the audit record of what ran. "
-            "Cancel it with POST /agent-executions/{id}/cancel; retention purges old ones.",
-            "method_not_allowed",
-        ),
-    )
 
 
 urlpatterns = [

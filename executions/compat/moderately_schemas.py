@@ -40,6 +40,8 @@ class ExecutionIn(Schema):
 
 
 class CancelIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
     reason: Text(2000) | None = None
 
 
