@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from executions.engine import pricing, providers
@@ -151,17 +152,22 @@ class Effects:
         event_id = call_id or path
         self.emit("tool_start", {"id": event_id, "name": name})
         started_at = timezone.now()
-        release_db_connection()
-        result = tool_registry.invoke(
-            tool, tool_registry.ToolContext(execution=self.execution, path=path), arguments
-        )
-        self.emit(
-            "tool_end", {"id": event_id, "name": name, "summary": tool_registry.summary(result)}
-        )
-        return self.record(
-            path,
-            "tool",
-            input={"tool": name, "arguments": arguments, "call_id": call_id},
-            output=result,
-            started_at=started_at,
-        )
+        # The tool runs inside the transaction that records it: a tool whose effect is a
+        # write to this database (the built-in ones) then happens exactly once, even if the
+        # process dies between its write and the record. An effect outside the database
+        # cannot be made so by us; a crash inside that window repeats it (docs/decisions.md).
+        with transaction.atomic():
+            result = tool_registry.invoke(
+                tool, tool_registry.ToolContext(execution=self.execution, path=path), arguments
+            )
+            self.emit(
+                "tool_end",
+                {"id": event_id, "name": name, "summary": tool_registry.summary(result)},
+            )
+            return self.record(
+                path,
+                "tool",
+                input={"tool": name, "arguments": arguments, "call_id": call_id},
+                output=result,
+                started_at=started_at,
+            )

@@ -117,7 +117,7 @@ def env(tmp_path_factory):
             conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
-def python(env: dict, code: str, *args: str, timeout: float = 60) -> dict:
+def python(env: dict, code: str, *args: str, timeout: float = 300) -> dict:
     done = subprocess.run(
         [PYTHON, "-c", code, *args],
         cwd=ROOT,
@@ -201,3 +201,112 @@ def test_sigterm_hands_a_running_execution_back(env, tmp_path):
         assert result["status"] == "completed", result
         assert result["steps"] == ["main[0]", "main[1]", "main[2]", "main[3]"]
         assert result["output"] == {"note": "Handed back."}
+
+
+MIXED = textwrap.dedent(
+    """
+    import django, json, sys
+    django.setup()
+    from executions import services
+    from executions.models import DemoOrder
+    ws, _ = services.workspace_get_or_create(slug="crash")
+    agent = services.agent_create(workspace=ws, name="mixed", type="workflow")
+    services.agent_version_create(agent=agent, config={"main": [
+        {"evaluate": {"a": "$ inputs['order'] + '-a'"}},
+        {"tool": "order_refund", "arguments": {"order_id": "$ inputs['order']", "amount": 1}},
+        {"evaluate": {"b": "$ steps[0].output['a'] + '-b'"}},
+        {"sleep": {"seconds": 0.3}},
+        {"set": {"seen": "$ steps[2].output['b']"}},
+        {"tool": "order_refund", "arguments": {"order_id": "$ inputs['order']", "amount": 2}},
+        {"sleep": {"seconds": 0.3}},
+        {"tool": "order_refund", "arguments": {"order_id": "$ inputs['order']", "amount": 3}},
+        {"return": {"b": "$ steps[2].output['b']"}},
+    ]})
+    agent.refresh_from_db()
+    ids = []
+    for i in range(int(sys.argv[1])):
+        order = f"M-{i}"
+        DemoOrder.objects.get_or_create(workspace=ws, order_id=order, defaults={"total": 100})
+        execution, _ = services.execution_start(workspace=ws, agent=agent, input={"order": order})
+        ids.append(str(execution.pk))
+    print(json.dumps({"ids": ids}))
+    """
+)
+
+MIXED_CHECK = textwrap.dedent(
+    """
+    import django, json, sys, time
+    django.setup()
+    from executions.models import DemoOrder, Execution
+    ids = json.loads(sys.argv[1])
+    deadline = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        if Execution.objects.filter(pk__in=ids, status="completed").count() == len(ids):
+            break
+        time.sleep(0.2)
+    out = []
+    for execution in Execution.objects.filter(pk__in=ids):
+        order = DemoOrder.objects.get(order_id=execution.input["order"])
+        rows = list(execution.transitions.order_by("seq").values_list("seq", "type", "step_path"))
+        out.append({
+            "status": execution.status,
+            "error": execution.error,
+            "output": execution.output,
+            "order": execution.input["order"],
+            "seqs": [r[0] for r in rows],
+            "steps": [r[2] for r in rows if r[1] == "step"],
+            "refund_count": order.refund_count,
+            "refunded": float(order.refunded),
+            "transition_count": execution.transition_count,
+        })
+    print(json.dumps(out))
+    """
+)
+
+
+def _transitions(env: dict) -> int:
+    """Rows of history so far, read straight from the database (no Django start-up)."""
+    if env.get("DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(env["DATABASE_URL"]) as conn:
+            return conn.execute("SELECT count(*) FROM executions_transition").fetchone()[0]
+    import sqlite3
+
+    with sqlite3.connect(env["SQLITE_PATH"], timeout=30) as conn:
+        return conn.execute("SELECT count(*) FROM executions_transition").fetchone()[0]
+
+
+@pytest.mark.timeout(900)
+def test_kill_9_at_random_points_never_repeats_a_side_effect_nor_loses_a_record(env, tmp_path):
+    import random
+
+    ids = python(env, MIXED, "3", timeout=300)["ids"]
+    rng = random.Random(7)
+    for round in range(4):
+        before = _transitions(env)
+        proc = worker(env, tmp_path / f"kill-{round}.log")
+        try:
+            deadline = time.monotonic() + 300
+            while _transitions(env) <= before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.8))  # somewhere inside a step, a record or a tool
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    last = worker(env, tmp_path / "last.log")
+    try:
+        results = python(env, MIXED_CHECK, json.dumps(ids), "300", timeout=400)
+    finally:
+        last.send_signal(signal.SIGTERM)
+        assert last.wait(60) == 0
+    expected_steps = [f"main[{i}]" for i in range(9)]
+    for result in results:
+        assert result["status"] == "completed", result
+        assert result["output"] == {"b": f"{result['order']}-a-b"}
+        # Each side effect exactly once: three refunds of 1, 2 and 3.
+        assert result["refund_count"] == 3, result
+        assert result["refunded"] == 6.0, result
+        # Each step recorded once, in order; the history's seq has no gap.
+        assert result["steps"] == expected_steps, result
+        assert result["seqs"] == list(range(1, result["transition_count"] + 1)), result
