@@ -377,7 +377,9 @@ async def measure_commits(clients: Clients, env: dict, args, fixture_ids: dict) 
     )  # fmt: skip
     commits: list[dict] = []
     try:
-        async with asyncio.timeout(args.seconds + 60):
+        # Room for a slow start (Django setup in a new process takes a minute on a saturated
+        # machine), still bounded.
+        async with asyncio.timeout(args.seconds + 180):
             async for line in driver.stdout:
                 if line.startswith(b"{"):
                     commits.append(json.loads(line))
@@ -385,8 +387,10 @@ async def measure_commits(clients: Clients, env: dict, args, fixture_ids: dict) 
     except TimeoutError:
         driver.kill()
         await driver.wait()
-    if driver.returncode:
+    if driver.returncode and not commits:
         raise SystemExit(f"driver failed ({driver.returncode}); see {LOG_DIR / 'driver.log'}")
+    # A driver stopped at its time bound (a saturated machine) still measured what it committed.
+    stopped_early = driver.returncode != 0
 
     def missing() -> int:
         return sum(clients.count - len(clients.receipts((c["id"], c["status"]))) for c in commits)
@@ -431,6 +435,7 @@ async def measure_commits(clients: Clients, env: dict, args, fixture_ids: dict) 
         "insert_p95_ms": pct(kinds["insert"], 0.95),
         "update_p95_ms": pct(kinds["update"], 0.95),
         "client_loop_lag_p99_ms": pct(lag, 0.99),
+        "driver_stopped_early": stopped_early,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
