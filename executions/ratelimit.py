@@ -19,6 +19,7 @@ every few seconds so requests do not each wait for a connect timeout.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import threading
@@ -39,17 +40,23 @@ OFF = {"", "0", "off", "none", "false", "no"}
 RETRY_STORAGE_SECONDS = 5.0
 
 
-def client_address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest) -> str | None:
     """The client's address: REMOTE_ADDR, or behind TRUSTED_PROXY_COUNT proxies the address
-    the outermost trusted proxy saw (the Nth entry from the right of X-Forwarded-For).
-    Also django-axes' AXES_CLIENT_IP_CALLABLE, so lockouts and limits agree on who is who."""
+    the outermost trusted proxy saw (the Nth entry from the right of X-Forwarded-For); None
+    when there is no valid one (a Unix socket, a garbled header, force_login in tests).
+    Also django-axes' AXES_CLIENT_IP_CALLABLE, so lockouts and limits agree on who is who
+    (axes stores it in an IP address column, hence the validation)."""
+    candidate = request.META.get("REMOTE_ADDR") or ""
     count = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
     if count:
         hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         hops = [h for h in hops if h]
         if len(hops) >= count:
-            return hops[-count]
-    return request.META.get("REMOTE_ADDR") or "unknown"
+            candidate = hops[-count]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
 
 
 def identity(request: HttpRequest) -> str:
@@ -61,7 +68,7 @@ def identity(request: HttpRequest) -> str:
             key = auth[7:].strip()
     if key:
         return "k:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return "a:" + client_address(request)
+    return "a:" + (client_address(request) or "unknown")
 
 
 # --- 429 in each face's shape -----------------------------------------------------------------

@@ -176,3 +176,23 @@ def test_the_promptrails_sdk_raises_its_rate_limit_error(limited_server, owner):
     assert "rate limit exceeded" in str(refused.value)
     reply = httpx.get(f"{limited_server.url}/api/v1/agents", headers={"X-API-Key": owner.key})
     assert reply.status_code == 429 and int(reply.headers["Retry-After"]) >= 1
+
+
+def test_the_client_address_trusts_forwarded_for_only_behind_configured_proxies(settings):
+    from django.test import RequestFactory
+
+    from executions.ratelimit import client_address
+
+    factory = RequestFactory()
+    forged = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    settings.TRUSTED_PROXY_COUNT = 0
+    assert client_address(forged) == "10.0.0.2"  # the header is the client's own claim
+    settings.TRUSTED_PROXY_COUNT = 1
+    chain = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9")
+    assert client_address(chain) == "203.0.113.9"  # what our one proxy saw; 6.6.6.6 is forged
+    garbled = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="not-an-ip")
+    assert client_address(garbled) is None
+    settings.TRUSTED_PROXY_COUNT = 0
+    no_address = factory.get("/")
+    no_address.META.pop("REMOTE_ADDR")
+    assert client_address(no_address) is None
