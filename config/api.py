@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
+import time
 
 from django.core.exceptions import RequestDataTooBig
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -17,6 +22,7 @@ from executions import services
 from executions.api import agents, executions, streams, workspace
 from executions.errors import StewardError
 from executions.lifecycle import Actor, IllegalTransition
+from executions.models import ApiKey
 
 logger = logging.getLogger("steward.api")
 
@@ -26,6 +32,37 @@ def error_response(status: int, message: str, code: str, details=None) -> JsonRe
     if details is not None:
         body["details"] = details
     return JsonResponse(body, status=status)
+
+
+# Keys seen in the last few seconds, by a hash of the presented secret: a polling client costs
+# no key lookup on most requests. A key saved or deleted in this process (revoked, say) is
+# dropped at once; other processes notice within KEY_CACHE_SECONDS.
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_MAX = 10_000
+_keys: dict[bytes, tuple[float, ApiKey]] = {}
+_keys_lock = threading.Lock()
+
+
+def authenticate_cached(raw: str) -> ApiKey | None:
+    digest = hashlib.blake2b(raw.encode(), digest_size=20).digest()
+    now = time.monotonic()
+    hit = _keys.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    key = services.apikey_authenticate(raw=raw)
+    if key is not None and key.revoked_at is None:
+        with _keys_lock:
+            if len(_keys) >= KEY_CACHE_MAX:
+                _keys.clear()
+            _keys[digest] = (now + KEY_CACHE_SECONDS, key)
+    return key
+
+
+@receiver(post_save, sender=ApiKey)
+@receiver(post_delete, sender=ApiKey)
+def forget_cached_keys(**kwargs) -> None:
+    with _keys_lock:
+        _keys.clear()
 
 
 class ApiKeyAuth(APIKeyHeader):
@@ -44,7 +81,7 @@ class ApiKeyAuth(APIKeyHeader):
         if not raw:
             request.auth_problem = "missing API key: send X-API-Key or Authorization: Bearer"
             return None
-        key = services.apikey_authenticate(raw=raw)
+        key = authenticate_cached(raw)
         if key is None:
             request.auth_problem = "invalid API key"
             return None

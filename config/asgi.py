@@ -17,11 +17,12 @@ django_app = get_asgi_application()
 
 from executions import routing  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
+from executions.middleware import DepartedClientGuard  # noqa: E402
 
 application = EmbeddedWorkerLifespan(
     ProtocolTypeRouter(
         {
-            "http": django_app,
+            "http": DepartedClientGuard(django_app),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
             ),

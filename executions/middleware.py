@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
@@ -10,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from executions import selectors
 
 SESSION_KEY = "workspace_id"
+logger = logging.getLogger("steward.http")
 
 
 class WorkspaceMiddleware:
@@ -46,3 +48,37 @@ def current_membership(request: HttpRequest):
     wanted = request.session.get(SESSION_KEY)
     chosen = selectors.membership_get(user=request.user, workspace=wanted) if wanted else None
     return chosen or selectors.membership_get(user=request.user)
+
+
+class DepartedClientGuard:
+    """ASGI wrapper: a client that goes away mid-request is not a server error.
+
+    When a load generator (or a user closing a tab) disconnects with requests in flight,
+    Django's ASGI handler cancels the view and its clean-up then fails on the torn-down
+    executor or the closed body file ("CurrentThreadExecutor already quit",
+    "I/O operation on closed file"), which the server logs as "Exception in ASGI application".
+    Once the client has disconnected there is nobody to answer: such errors are logged at
+    debug level and dropped; errors before a disconnect propagate as before.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        departed = False
+
+        async def watched_receive():
+            nonlocal departed
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                departed = True
+            return message
+
+        try:
+            await self.app(scope, watched_receive, send)
+        except (RuntimeError, OSError, ValueError) as exc:
+            if not departed:
+                raise
+            logger.debug("client left %s before its reply: %s", scope.get("path"), exc)

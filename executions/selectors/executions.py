@@ -4,21 +4,77 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connections
 from django.db.models import QuerySet
 
 from executions.errors import Expired, NotFound
-from executions.models import Execution, ExecutionEvent, ExecutionTombstone, Transition, Workspace
+from executions.models import (
+    Agent,
+    AgentVersion,
+    Execution,
+    ExecutionEvent,
+    ExecutionTombstone,
+    Transition,
+    Workspace,
+)
 from executions.selectors.common import parse_uuid
+
+# The hot read of the API and every compat face (programs poll it): one query written once,
+# so a request spends no time compiling ORM SQL (a third of a GET's CPU before; see
+# docs/performance.md, "API"). The agent and version come back partly loaded (their other
+# fields load on first use).
+_AGENT_FIELDS = ("id", "workspace_id", "name", "type")
+_VERSION_FIELDS = ("id", "agent_id", "number", "version", "config")
+_LEAN_SQL = (
+    'SELECT e.*, a."name" AS "_agent_name", a."type" AS "_agent_type", '
+    'v."number" AS "_version_number", v."version" AS "_version_label", '
+    'v."config" AS "_version_config" '
+    f'FROM "{Execution._meta.db_table}" e '
+    f'JOIN "{Agent._meta.db_table}" a ON a."id" = e."agent_id" '
+    f'LEFT JOIN "{AgentVersion._meta.db_table}" v ON v."id" = e."agent_version_id" '
+    'WHERE e."id" = %s AND e."workspace_id" = %s'
+)
+
+
+def _execution_lean(*, workspace: Workspace, pk: Any) -> Execution | None:
+    db = Execution.objects.db
+    connection = connections[db]
+    params = [
+        Execution._meta.pk.get_db_prep_value(pk, connection),
+        Workspace._meta.pk.get_db_prep_value(workspace.pk, connection),
+    ]
+    rows = list(Execution.objects.raw(_LEAN_SQL, params))
+    if not rows:
+        return None
+    execution = rows[0]
+    execution.agent = Agent.from_db(
+        db,
+        _AGENT_FIELDS,
+        (execution.agent_id, execution.workspace_id, execution._agent_name, execution._agent_type),
+    )
+    if execution.agent_version_id is None:
+        execution.agent_version = None
+    else:
+        config = AgentVersion._meta.get_field("config").from_db_value(
+            execution._version_config, None, connection
+        )
+        execution.agent_version = AgentVersion.from_db(
+            db,
+            _VERSION_FIELDS,
+            (
+                execution.agent_version_id,
+                execution.agent_id,
+                execution._version_number,
+                execution._version_label,
+                config,
+            ),
+        )
+    return execution
 
 
 def execution_get(*, workspace: Workspace, execution_id: Any) -> Execution:
     pk = parse_uuid(execution_id, field="execution_id", what="execution")
-    execution = (
-        Execution.objects.for_workspace(workspace)
-        .select_related("agent", "agent_version")
-        .filter(pk=pk)
-        .first()
-    )
+    execution = _execution_lean(workspace=workspace, pk=pk)
     if execution is None:
         if ExecutionTombstone.objects.filter(pk=pk, workspace=workspace).exists():
             raise Expired(
