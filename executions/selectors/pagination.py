@@ -16,6 +16,7 @@ from executions.errors import BadRequest, ValidationFailed, field_error
 from executions.models import Execution
 
 ORDERABLE = {"created_at", "updated_at", "duration_ms", "cost", "started_at", "completed_at"}
+NULLABLE = {"duration_ms", "cost", "started_at", "completed_at"}
 MAX_LIMIT = 200
 COUNT_CAP = 10_000
 
@@ -39,7 +40,9 @@ def order_executions(qs: QuerySet, ordering: str | None, direction: str | None =
     if field == "created_at":
         # id is a UUIDv7, so it orders like created_at and breaks ties for keyset paging.
         return qs.order_by("-id" if descending else "id")
-    nulls = {"nulls_last": True}
+    # NULLs last only where a column has them: a NOT NULL column ordered plainly is read from
+    # its index in either direction.
+    nulls = {"nulls_last": True} if field in NULLABLE else {}
     order = F(field).desc(**nulls) if descending else F(field).asc(**nulls)
     return qs.order_by(order, "-id" if descending else "id")
 
@@ -159,7 +162,8 @@ def execution_page_ordered(
     if field == "created_at":
         return keyset_page(qs, cursor=cursor, limit=limit, descending=descending)
     id_order = "-id" if descending else "id"
-    order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    nulls = {"nulls_last": True} if field in NULLABLE else {}
+    order = F(field).desc(**nulls) if descending else F(field).asc(**nulls)
     qs = qs.order_by(order, id_order)
     if cursor:
         value, anchor = _decode_value_cursor(cursor)
