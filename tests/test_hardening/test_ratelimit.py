@@ -151,9 +151,14 @@ def limited_server(settings, fresh_server):
 
 
 def test_the_julep_sdk_waits_for_retry_after_and_succeeds(limited_server, owner):
-    client = julep.Julep(api_key=owner.key, base_url=f"{limited_server.url}/julep", max_retries=3)
+    seen: list[int] = []
+    http = httpx.Client(event_hooks={"response": [lambda r: seen.append(r.status_code)]})
+    client = julep.Julep(
+        api_key=owner.key, base_url=f"{limited_server.url}/julep", max_retries=3, http_client=http
+    )
     for _ in range(4):  # the third and fourth calls meet a 429 first, then get through
         assert client.agents.list().items is not None
+    assert 429 in seen and seen[-1] == 200
 
 
 def test_the_moderately_sdk_retries_a_429(limited_server, owner):
