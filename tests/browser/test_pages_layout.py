@@ -30,6 +30,7 @@ def research(demo, owner):
     return wait_settled_sync(execution.pk, timeout=20)
 
 
+@pytest.mark.timeout(300)  # twelve pages on a shared CI machine
 def test_every_page_fits_a_390_px_phone(open_page, demo, owner, server):
     parked = refund(demo, owner, 250)
     done = research(demo, owner)
@@ -41,15 +42,15 @@ def test_every_page_fits_a_390_px_phone(open_page, demo, owner, server):
              "/settings/webhooks/", "/settings/retention/"]  # fmt: skip
     for path in paths:
         page.goto(f"{server.url}{path}")
-        page.wait_for_load_state("networkidle")
         assert page.evaluate(NO_SIDEWAYS), (
             path,
             page.evaluate("document.documentElement.scrollWidth"),
         )
         # Every nav entry is on screen (none cut off or scrolled away).
-        for box in page.locator("nav.nav a").all():
-            right = box.evaluate("e => e.getBoundingClientRect().right")
-            assert right <= 390, (path, box.inner_text(), right)
+        rights = page.evaluate(
+            "[...document.querySelectorAll('nav.nav a')].map(a => a.getBoundingClientRect().right)"
+        )
+        assert rights and max(rights) <= 390, (path, rights)
     page.goto(f"{server.url}/settings/")
     retention = page.get_by_role("link", name="Retention")
     assert retention.evaluate("e => e.getBoundingClientRect().right") <= 390
