@@ -88,11 +88,22 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
+# The peers installed outside the venv (`uv pip install --target DIR "celery[redis]" dbos`),
+# when `uv sync` keeps removing the optional group from a shared venv.
+PEERS_SITE = os.environ.get("BENCH_PEERS_SITE", "")
+
+
+def peers_path() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), PEERS_SITE) if p)
+
+
 def run_celery(executions: int, samples: int, redis_url: str) -> dict:
     """Celery 5, prefork pool of 2, Redis broker and result backend; the worker is up before
     the clock starts, and N tasks are sent as fast as `delay()` goes."""
-    env = {**os.environ, "BENCH_CELERY_REDIS": redis_url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BENCH_CELERY_REDIS": redis_url, "PYTHONPATH": peers_path()}
     os.environ["BENCH_CELERY_REDIS"] = redis_url
+    if PEERS_SITE and PEERS_SITE not in sys.path:
+        sys.path.append(PEERS_SITE)  # after the venv: its own packages win in this process
     from bench import engine_peers
 
     engine_peers.app.conf.broker_url = redis_url
@@ -164,7 +175,7 @@ def run_dbos(base_url: str, executions: int, samples: int) -> dict:
             "8",
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": peers_path()},
         capture_output=True,
         text=True,
         timeout=900,
@@ -210,7 +221,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 60) -> None:
+def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     for i, _ in enumerate(procs):
         log = log_dir / f"worker-{i}.log"
@@ -335,6 +346,8 @@ def main() -> None:
         **slow_figures,
     }
     if args.peers:
+        # Steward's own figures first: a peer that fails must not take them with it.
+        print(json.dumps({**result, "peers": "running"}), file=sys.stderr, flush=True)
         peers = {
             "celery": run_celery(args.executions, args.latency_samples, redis_url),
             "dbos": run_dbos(base, args.executions, args.latency_samples),

@@ -8,6 +8,7 @@ second signal exits at once (leases then expire and any worker claims those runs
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -74,7 +75,8 @@ class Command(BaseCommand):
         worker.run()
         sys.stdout.flush()
         sys.stderr.flush()
-        if worker.inflight:
-            # Runs past the grace period were handed back; their threads may still sit in a
-            # blocking call, and must not keep the process alive.
-            os._exit(0)
+        # Exit now, whatever threads remain: a run past the grace period (handed back) may
+        # still sit in a blocking call, and the SDK preload may still be importing; neither
+        # may keep the process alive. The exit handlers (e.g. flushing live events) run first.
+        atexit._run_exitfuncs()
+        os._exit(0)
