@@ -48,16 +48,22 @@ cleanup() {
   rm -rf "$workdir"
 }
 trap cleanup EXIT
-for _ in $(seq 1 60); do
-  curl -fsS "$base/healthz" >/dev/null 2>&1 && break
+up=""
+for _ in $(seq 1 360); do
+  if curl -fsS "$base/healthz" >/dev/null 2>&1; then up=1; break; fi
+  kill -0 "$server" 2>/dev/null || break
   sleep 0.5
 done
+if [ -z "$up" ]; then
+  echo "--- the server did not start:"; tail -40 "$workdir/server.log"; exit 1
+fi
 
 status=0
 run() {
-  local schema="$1" auth="$2"
+  local schema="$1" auth="$2" required="${3:-}"
   if ! curl -fsS -o /dev/null "$base$schema"; then
-    echo "--- $schema: no OpenAPI document, skipped"
+    echo "--- $schema: no OpenAPI document${required:+ (required: failing)}"
+    [ -n "$required" ] && status=1
     return
   fi
   echo "--- schemathesis: $schema ($db)"
@@ -81,7 +87,7 @@ run() {
     --header "$auth" \
     --no-color || status=1
 }
-run /api/v1/openapi.json "X-API-Key: $key"
+run /api/v1/openapi.json "X-API-Key: $key" required
 run /julep/openapi.json "Authorization: Bearer $key"
 run /julep/v0/openapi.json "Authorization: Bearer $key"
 run /moderately/openapi.json "Authorization: Bearer $key"
