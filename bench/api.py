@@ -6,7 +6,7 @@ then measures each operation for `--seconds` with `--connections` connections:
 
     .venv/bin/python bench/api.py                       # Steward only
     .venv/bin/python bench/api.py --peers               # and Prefect 3's server API, same run
-    .venv/bin/python bench/api.py --server granian --workers 3 --ops get-execution
+    .venv/bin/python bench/api.py --workers 4 --ops get-execution
 
 Each line: req/s, p50/p99 latency (ms, from wrk), non-2xx and socket errors, and the CPU the
 server processes and their PostgreSQL backends spent per request (ms; the machine is shared,
@@ -247,18 +247,6 @@ def server_command(kind: str, workers: int, port: int) -> list[str]:
             "warning",
             "--no-access-log",
         ]
-    if kind == "granian":
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            *bind,
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "config.asgi:application",
-        ]
     raise SystemExit(f"unknown server {kind}")
 
 
@@ -455,7 +443,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument("--server", choices=["uvicorn"], default="uvicorn")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--ops", nargs="+", default=list(STEWARD_OPS), choices=STEWARD_OPS)
     parser.add_argument("--seed", type=int, default=1000, help="executions created to read")
