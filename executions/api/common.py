@@ -62,7 +62,12 @@ def optional_body(request: HttpRequest) -> dict[str, Any]:
     and keys or values no database can store are a 422 naming the field."""
     if not request.body or not request.body.strip():
         return {}
-    value = json.loads(request.body)
+    try:
+        value = json.loads(request.body)
+    except UnicodeDecodeError:
+        raise BadRequest(
+            "request body is not valid UTF-8 JSON", code="malformed_json", details={"field": "body"}
+        ) from None
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object", details={"field": "body"})
     return clean_json(value, field="")

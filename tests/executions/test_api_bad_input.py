@@ -222,3 +222,14 @@ def test_malformed_bodies_are_400s_not_500s(owner, external):
         assert r.status_code in (400, 422), (raw, r.content)
         assert json.loads(r.content)["code"]
     assert Execution.objects.count() == 0
+
+
+def test_an_optional_body_that_is_not_utf8_is_a_400(owner, external):
+    execution, _ = services.execution_start(workspace=owner.workspace, agent=external, input={})
+    r = owner.client.post(
+        f"/api/v1/executions/{execution.pk}/deny",
+        b"\xff\x13\xfeZ\xff",
+        content_type="application/json",
+        HTTP_X_API_KEY=owner.key,
+    )
+    assert r.status_code == 400 and r.json()["code"] == "malformed_json"
