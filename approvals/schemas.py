@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ninja import Field, Schema
+from pydantic import StrictBool
 
 from executions.validation import BodyIn, SafeJson, SafeList, SafeObject, SafeStr, SafeText
 
@@ -54,7 +55,7 @@ class WebhookIn(BodyIn):
 class WebhookPatchIn(BodyIn):
     url: SafeStr(1000) | None = None
     events: list[SafeStr(64)] | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
     description: SafeStr(200) | None = None
 
 

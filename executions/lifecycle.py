@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from executions import rollups
-from executions.models import ActorType, ApiKey, Execution, Transition
+from executions.models import TERMINAL_STATUSES, ActorType, ApiKey, Execution, Transition
 
 
 class Status:
@@ -42,7 +42,8 @@ ALL_STATUSES = (
     Status.CANCELLED,
     Status.REJECTED,
 )
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED})
+TERMINAL = TERMINAL_STATUSES
+assert frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED}) == TERMINAL
 PARKED = frozenset({Status.AWAITING_APPROVAL, Status.AWAITING_INPUT})
 ACTIVE = frozenset(ALL_STATUSES) - TERMINAL
 

@@ -185,6 +185,11 @@ class ExecutionQuerySet(models.QuerySet):
         return self.filter(workspace=workspace)
 
 
+# The statuses an execution never leaves. executions.lifecycle owns the statuses and their moves
+# (its TERMINAL is this set); it lives here so the model's own invariant needs no upward import.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "rejected"})
+
+
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="executions")
@@ -268,9 +273,7 @@ class Execution(models.Model):
 
     @property
     def is_terminal(self) -> bool:
-        from executions.lifecycle import TERMINAL
-
-        return self.status in TERMINAL
+        return self.status in TERMINAL_STATUSES
 
     @property
     def is_simulated(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.tasks import task
 from django.utils.html import escape
 
 from approvals import policies
@@ -22,10 +23,8 @@ logger = logging.getLogger("steward.notifications")
 def _enqueue_mail(
     *, approval_id: Any, user_ids: list[Any] | None, reason: str, roles: list[str] | None = None
 ) -> None:
-    from approvals import tasks  # inside: tasks imports this package
-
     try:
-        tasks.send_approval_email.enqueue(
+        send_approval_email.enqueue(
             str(approval_id),
             [str(u) for u in user_ids] if user_ids is not None else None,
             reason,
@@ -90,3 +89,16 @@ def approval_email_send(
 
 def _escape(value: str) -> str:
     return str(escape(value))
+
+
+@task(queue_name="webhooks")
+def send_approval_email(
+    approval_id: str,
+    user_ids: list[str] | None = None,
+    reason: str = "created",
+    roles: list[str] | None = None,
+) -> int:
+    """The background task of one approval's e-mail (queue "webhooks")."""
+    return approval_email_send(
+        approval_id=approval_id, user_ids=user_ids, reason=reason, roles=roles
+    )

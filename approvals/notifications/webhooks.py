@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import OperationalError, transaction
+from django.tasks import task
 from django.utils import timezone
 
 from approvals.models import DeliveryAttempt, Webhook, WebhookDelivery
@@ -167,10 +168,20 @@ def dispatch(*, workspace_id: Any, event: str, data: dict[str, Any]) -> list[Web
     return deliveries
 
 
-def _enqueue(delivery_id: str, *, run_after: Any = None) -> None:
-    from approvals import tasks  # inside: tasks imports this package
+@task(queue_name="webhooks")
+def deliver_webhook(delivery_id: str) -> None:
+    """The background task of one delivery (queue "webhooks", run by the worker processes)."""
+    try:
+        webhook_deliver(delivery_id=delivery_id)
+    except OperationalError:
+        # A busy database (SQLite's write lock under load) must not lose the delivery: the
+        # row is still pending, so try again shortly.
+        later = timezone.now() + timedelta(seconds=1)
+        deliver_webhook.using(run_after=later).enqueue(delivery_id)
 
-    task = tasks.deliver_webhook.using(run_after=run_after) if run_after else tasks.deliver_webhook
+
+def _enqueue(delivery_id: str, *, run_after: Any = None) -> None:
+    task = deliver_webhook.using(run_after=run_after) if run_after else deliver_webhook
     try:
         task.enqueue(delivery_id)
     except Exception:  # noqa: BLE001 - the row stays pending; a redeliver can pick it up

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ninja import Field, Schema
+from pydantic import StrictBool
 
 from approvals.schemas import ApprovalOut, ApprovalReply, ApprovalRequestIn
 from executions.validation import BodyIn, SafeJson, SafeList, SafeObject, SafeStr, SafeText
@@ -56,7 +57,7 @@ class VersionIn(BodyIn):
     config: SafeObject = Field(default_factory=dict)
     input_schema: SafeObject | None = None
     output_schema: SafeObject | None = None
-    set_current: bool = False
+    set_current: StrictBool = False
     message: SafeText | None = None
     model_config_: SafeObject | None = Field(None, alias="model_config")
     run_budget: SafeObject | None = None
@@ -71,7 +72,7 @@ class ExecuteIn(BodyIn):
     metadata: SafeObject | None = None
     session_id: SafeStr(200) | None = None
     version_id: SafeStr(64) | None = None
-    sync: bool | None = None
+    sync: StrictBool | None = None
 
 
 class ExecutionIn(ExecuteIn):

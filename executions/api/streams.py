@@ -43,7 +43,7 @@ async def execution_wait(request: HttpRequest, execution_id: Text, timeout: Seco
     "/{execution_id}/stream",
     summary="Streamed events (SSE), replay then live",
     response=replies({200: None}, 404),
-    openapi_extra={"responses": {"200": {"content": {"text/event-stream": {}}}}},
+    openapi_extra={"responses": {200: {"content": {"text/event-stream": {}}}}},
 )
 async def execution_stream(request: HttpRequest, execution_id: Text):
     execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
@@ -56,7 +56,7 @@ async def execution_stream(request: HttpRequest, execution_id: Text):
     "/{execution_id}/status.stream",
     summary="Status changes (SSE, Julep ExecutionStatusEvent)",
     response=replies({200: None}, 404),
-    openapi_extra={"responses": {"200": {"content": {"text/event-stream": {}}}}},
+    openapi_extra={"responses": {200: {"content": {"text/event-stream": {}}}}},
 )
 async def execution_status_stream(request: HttpRequest, execution_id: Text):
     execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(

@@ -22,8 +22,8 @@ from ninja.security import HttpBearer
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
-from config.api import ApiKeyAuth
 from executions import selectors
+from executions.auth import ApiKeyAuth
 from executions.errors import Forbidden, StewardError, ValidationFailed, field_error
 from executions.lifecycle import IllegalTransition
 from executions.live.follow import follow
@@ -78,19 +78,19 @@ def authenticate(request: HttpRequest) -> str | None:
 
 
 class BearerAuth(HttpBearer):
-    """`Authorization: Bearer <key>`, which the SDKs send; ApiKeyAuth reads it too. Listed
-    beside ApiKeyAuth so each face's OpenAPI document says either header will do."""
+    """`Authorization: Bearer <key>`, which every face's SDK sends, and the one scheme the
+    faces' OpenAPI documents declare. The check itself is the native one, which also takes
+    `X-API-Key`; declaring both as alternatives made a request that dropped one of them look
+    like "authentication ignored" to a fuzzer while the other still carried the key."""
 
     def __call__(self, request: HttpRequest) -> Any:
-        if hasattr(request, "auth_problem"):  # ApiKeyAuth already looked at both headers
-            return None
         return ApiKeyAuth()(request)
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
         return None
 
 
-AUTH = [ApiKeyAuth(), BearerAuth()]
+AUTH = [BearerAuth()]
 
 
 def install_error_handlers(api: NinjaAPI, render: Renderer) -> None:

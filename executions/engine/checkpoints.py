@@ -30,15 +30,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from approvals import policies
 from approvals import services as approval_services
 from approvals.models import Approval
 from executions.engine.records import jsonable
 from executions.engine.stop import Park
+from executions.errors import ValidationFailed
 from executions.lifecycle import Status
 from executions.models import Execution
 
 DECIDED = ("approved", "rejected", "expired")
 DEFAULT_ACTIONS = ["approve", "reject"]
+
+
+def spec_errors(spec: dict[str, Any], *, prefix: str) -> list[dict[str, str]]:
+    """The approvals app's own reading of an `approval` step's spec (timeout, assignees, form
+    schema…), as field errors: the definition check calls this when a version is created."""
+    try:
+        policies.fields_from_spec(spec, prefix=prefix)
+    except ValidationFailed as exc:
+        return list(exc.details or [])
+    return []
 
 
 def approval_outcome(execution: Execution, step_path: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from executions.engine import expressions
+from executions.engine import checkpoints, expressions
 from executions.errors import ValidationFailed, field_error
 
 # Julep's step kinds (seed 004 / the julep SDK's task types), plus our `approval`.
@@ -226,16 +226,9 @@ def _step(step: Any, where: str, errors: list, workflows: set[str]) -> None:
 def _approval_spec(spec: dict[str, Any], where: str) -> list[dict[str, str]]:
     """The approvals app's own reading of the spec, so a bad timeout, assignee or schema is a
     422 when the version is created rather than a failed run later."""
-    from approvals import policies
-    from executions.errors import ValidationFailed
-
     literal = {k: v for k, v in spec.items() if not expressions.is_expression(v)}
     literal.setdefault("title", "title")
-    try:
-        policies.fields_from_spec(literal, prefix=where)
-    except ValidationFailed as exc:
-        return list(exc.details or [])
-    return []
+    return checkpoints.spec_errors(literal, prefix=where)
 
 
 # Steps whose values are expressions with or without the leading `$` (as in Julep).
