@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
@@ -93,8 +94,6 @@ def on_too_deep(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
-    from django.conf import settings
-
     return error_response(
         413,
         f"request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes",

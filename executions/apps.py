@@ -6,7 +6,8 @@ class ExecutionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Python agents register themselves with @agent when their module is imported.
+        # Python agents register themselves with @agent when their module is imported; in
+        # ready(), since the registry reads settings and models.
         from executions.engine import python_agents
 
         python_agents.autodiscover()

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import transaction
 
+from approvals.models import Approval
 from executions import services
 from executions.engine import python_agents
 from executions.models import Agent, AgentType, DemoOrder, Workspace
@@ -248,8 +249,6 @@ def demo_traffic(
 ) -> int:
     """Start a mix of demo executions at `rate` per second until `duration` passes (0: until
     `stop` is set). Returns how many were started."""
-    from approvals.models import Approval
-
     agents = demo_seed(workspace=workspace)
     rng = random.Random(seed)
     interval = 1.0 / rate

@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from executions import rollups
+from executions.live import events
 from executions.models import TERMINAL_STATUSES, ActorType, ApiKey, Execution, Transition
 
 
@@ -417,6 +418,4 @@ def _refresh(
 
 
 def _schedule_event(execution: Execution, step: Transition) -> None:
-    from executions.live import events
-
     transaction.on_commit(lambda: events.transition_committed(execution=execution, transition=step))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -142,8 +143,6 @@ def install_error_handlers(api: NinjaAPI, render: Renderer) -> None:
         )
 
     def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
-        from django.conf import settings
-
         return render(
             request,
             Problem(

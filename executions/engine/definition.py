@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from executions.engine import checkpoints, expressions
+from executions.engine import checkpoints, expressions, tools
 from executions.errors import ValidationFailed, field_error
 
 # Julep's step kinds (seed 004 / the julep SDK's task types), plus our `approval`.
@@ -302,8 +302,6 @@ def _tools(tools: Any, where: str, errors: list) -> None:
 
 
 def _tool_names() -> list[str]:
-    from executions.engine import tools
-
     return tools.names()
 
 

@@ -26,6 +26,8 @@ def ensure_started() -> None:
     global _current
     if _current is not None or not settings.EMBEDDED_WORKER:
         return
+    # Imported on start only: the worker module brings the providers and tools along, which a
+    # web process without an embedded worker (production) never needs.
     from asgiref.sync import sync_to_async
 
     from executions.engine import worker

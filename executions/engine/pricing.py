@@ -29,7 +29,7 @@ def cost(provider: str, model: str, usage: dict[str, Any] | None) -> Decimal | N
 
 @functools.lru_cache(maxsize=4096)
 def _price(provider: str, model: str, prompt: int, completion: int, cached: int) -> Decimal | None:
-    from genai_prices import Usage, calc_price
+    from genai_prices import Usage, calc_price  # its price tables load on first import: ~1 s
 
     try:
         result = calc_price(

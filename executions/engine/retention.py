@@ -67,6 +67,7 @@ def purge(*, now: Any = None, batch: int = 1000, dry_run: bool = False) -> dict[
 
 
 def _prune_task_rows(before: Any) -> int:
+    # django_tasks_db's models load only once the app registry is ready; retention runs late.
     from django_tasks_db.compat import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 

@@ -31,7 +31,7 @@ def _client():
         return None
     with _lock:
         if _redis is None:
-            import redis
+            import redis  # only with REDIS_URL: the embedded topology never loads it
 
             _redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
     return _redis
@@ -80,7 +80,7 @@ def start_listener() -> None:
 
 
 def _listen() -> None:
-    import redis
+    import redis  # only with REDIS_URL, as above
 
     delay = 0.5
     while True:

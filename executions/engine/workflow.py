@@ -18,6 +18,7 @@ from typing import Any
 from executions.engine import agent_loop, expressions, providers
 from executions.engine.context import RunContext, StepFailed
 from executions.engine.definition import STEP_KINDS, as_expressions
+from executions.engine.records import StepResult
 
 PASSTHROUGH = {"log", "set", "sleep"}
 
@@ -119,8 +120,6 @@ class Frame:
 
     def step_log(self, step: dict, path: str, prev: Any) -> Any:
         def log() -> Any:
-            from executions.engine.context import StepResult
-
             message = self.render(step["log"], prev)
             text = message if isinstance(message, str) else str(message)
             return StepResult(output={"log": text}, message=text)

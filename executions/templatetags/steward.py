@@ -14,6 +14,8 @@ from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from approvals.models import Approval
+
 register = template.Library()
 
 STATUS_LABELS = {
@@ -231,8 +233,6 @@ def nav_pending_count(context: Any) -> int:
     workspace = getattr(request, "workspace", None) if request is not None else None
     if workspace is None:
         return 0
-    from approvals.models import Approval
-
     return Approval.objects.for_workspace(workspace).pending().count()
 
 

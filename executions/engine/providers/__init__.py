@@ -170,6 +170,8 @@ def _default_key(provider: str) -> str:
 
 
 def get(provider: str) -> Provider:
+    # Each provider (and its SDK) is imported when first asked for: a worker preloads them at
+    # start (preload below), while a web process that never calls a model never pays for them.
     if provider == "builtin":
         from executions.engine.providers.builtin import BuiltinProvider
 

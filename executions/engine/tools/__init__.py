@@ -8,6 +8,7 @@ which is recorded and shown to the model rather than failing the execution.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -146,7 +147,5 @@ def invoke(tool: Tool, context: ToolContext, arguments: dict[str, Any]) -> Any:
 
 
 def summary(result: Any, limit: int = 120) -> str:
-    import json
-
     text = result if isinstance(result, str) else json.dumps(result, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"

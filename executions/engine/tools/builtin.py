@@ -3,6 +3,7 @@ limited to the hosts in settings.HTTP_TOOL_ALLOWLIST."""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlparse
@@ -28,8 +29,6 @@ from executions.models import DemoOrder
     },
 )
 def calculator(ctx: ToolContext, expression: str) -> dict[str, Any]:
-    import math
-
     evaluator = SimpleEval(
         functions={"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max},
         names={"pi": math.pi, "e": math.e},

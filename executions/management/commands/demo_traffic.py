@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from executions.demo import demo_traffic
 from executions.models import Workspace
 
 
@@ -26,8 +27,6 @@ class Command(BaseCommand):
         workspace = Workspace.objects.filter(slug=options["workspace"]).first()
         if workspace is None:
             raise CommandError(f"no workspace {options['workspace']!r}; run `make up` first")
-        from executions.demo import demo_traffic
-
         try:
             started = demo_traffic(
                 workspace=workspace,

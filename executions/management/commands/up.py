@@ -14,14 +14,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from executions import demo as demo_module
 from executions import services
-from executions.models import ApiKey, Role
+from executions.models import ApiKey, Role, Workspace
 
 CREDENTIALS_FILE = Path(settings.BASE_DIR) / ".steward-admin"
 
@@ -90,8 +92,6 @@ class Command(BaseCommand):
                     workspace=workspace, name="make-up", role=Role.ADMIN, created_by=user
                 )
         if demo:
-            from executions import demo as demo_module
-
             demo_module.demo_seed(workspace=workspace, user=user)
         return username, password, raw_key
 
@@ -111,6 +111,9 @@ def _remembered_password(username: str) -> str:
 
 
 def serve(host: str, port: int, *, demo_rate: float = 0.0) -> None:
+    # Imported only when serving: daphne installs Twisted's asyncio reactor on import, which the
+    # other uses of this module (tests calling its setup functions) must not trigger; the ASGI
+    # application and the embedded worker come with it.
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
     from twisted.internet import reactor
@@ -122,14 +125,9 @@ def serve(host: str, port: int, *, demo_rate: float = 0.0) -> None:
 
     def start_traffic() -> None:
         # On the server loop, like the worker, so its live events reach the in-memory layer.
-        from asgiref.sync import sync_to_async
-
-        from executions import demo
-        from executions.models import Workspace
-
         def traffic() -> None:
             workspace = Workspace.objects.get(slug="default")
-            demo.demo_traffic(workspace=workspace, rate=demo_rate, stop=traffic_stop)
+            demo_module.demo_traffic(workspace=workspace, rate=demo_rate, stop=traffic_stop)
 
         asyncio.get_running_loop().create_task(sync_to_async(traffic, thread_sensitive=False)())
 
@@ -143,7 +141,7 @@ def serve(host: str, port: int, *, demo_rate: float = 0.0) -> None:
         # Ctrl-C: the worker stops claiming, lets runs reach a step boundary and hands back
         # the rest; the reactor waits for that on a thread (its loop keeps serving the
         # worker's live events meanwhile), then exits.
-        from twisted.internet.threads import deferToThread
+        from twisted.internet.threads import deferToThread  # after the reactor is installed
 
         traffic_stop.set()
         return deferToThread(embedded.stop_and_wait)
