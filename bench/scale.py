@@ -380,8 +380,9 @@ def spawn_server(port: int, env: dict) -> subprocess.Popen:
     raise SystemExit("the server did not start")
 
 
-def session_for(user_id: int) -> str:
-    """A logged-in dashboard session for the bench user (as the login view would make)."""
+def session_for(user_id: int, workspace_id: str) -> str:
+    """A logged-in dashboard session for the bench user (as the login view would make), showing
+    the workspace every case reads (as the workspace switch would leave it)."""
     import django  # configured from the environment main() prepared
 
     django.setup()
@@ -394,11 +395,14 @@ def session_for(user_id: int) -> str:
     )
     from django.contrib.sessions.backends.db import SessionStore
 
+    from executions.middleware import SESSION_KEY as WORKSPACE_KEY
+
     user = get_user_model().objects.get(pk=user_id)
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session[WORKSPACE_KEY] = str(workspace_id)
     session.create()
     return session.session_key
 
@@ -453,7 +457,7 @@ def main() -> None:
         data = build(url, args.size, env)
         state.write_text(json.dumps(data))
     details(url, data)
-    data["session"] = session_for(data["user_id"])
+    data["session"] = session_for(data["user_id"], data["big"]["workspace_id"])
     print(json.dumps({"dataset": data["counts"], "build_seconds": data.get("build_seconds")}))
     server = spawn_server(args.port, env)
     try:
