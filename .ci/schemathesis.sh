@@ -85,7 +85,6 @@ run() {
     --request-timeout 20 \
     --workers 2 \
     --header "$auth" \
-    --generation-database none \
     --no-color || status=1
 }
 run /api/v1/openapi.json "X-API-Key: $key" required
