@@ -232,11 +232,7 @@ def _append(
             if won:
                 seq = current.transition_count + 1
                 break
-            current = Execution.objects.filter(pk=execution.pk).first()
-            if current is None:
-                raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
-            if guard and any(getattr(current, k) != v for k, v in guard.items()):
-                raise GuardFailed(f"execution {execution.pk} no longer matches {guard}")
+            current = _reread_after_lost_race(execution, guard)
         else:  # pragma: no cover - needs 20 writers interleaving on one row
             raise IllegalTransition(execution.pk, current.status, to, "too much contention")
 
@@ -337,11 +333,7 @@ def append_many(
             if won:
                 first = current.transition_count + 1
                 break
-            current = Execution.objects.filter(pk=execution.pk).first()
-            if current is None:
-                raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
-            if guard and any(getattr(current, k) != v for k, v in guard.items()):
-                raise GuardFailed(f"execution {execution.pk} no longer matches {guard}")
+            current = _reread_after_lost_race(execution, guard)
         else:  # pragma: no cover - needs 20 writers interleaving on one row
             raise IllegalTransition(execution.pk, current.status, status, "too much contention")
         steps = Transition.objects.bulk_create(
@@ -415,6 +407,17 @@ def _refresh(
     execution.updated_at = now
     if to is not None:
         execution.status = to
+
+
+def _reread_after_lost_race(execution: Execution, guard: dict[str, Any]) -> Execution:
+    """The row as the writer that won the compare-and-set left it; a guard it no longer meets
+    (another owner, say) is a refusal rather than a retry."""
+    current = Execution.objects.filter(pk=execution.pk).first()
+    if current is None:
+        raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
+    if guard and any(getattr(current, k) != v for k, v in guard.items()):
+        raise GuardFailed(f"execution {execution.pk} no longer matches {guard}")
+    return current
 
 
 def _schedule_event(execution: Execution, step: Transition) -> None:

@@ -108,14 +108,12 @@ class Stops:
     cost_unknown: bool
     steps_done: int
     _lock: threading.RLock
+    active_seconds: Callable[[], float]  # RunContext's running time, downtime excluded
 
     def _init_stops(self) -> None:
         self._last_poll = time.monotonic()
         self._stop_reason: str | None = None
         self._step_deadline: float | None = None
-
-    def active_seconds(self) -> float:  # pragma: no cover - RunContext defines it
-        raise NotImplementedError
 
     # --- the one cascade ------------------------------------------------------------------
 
