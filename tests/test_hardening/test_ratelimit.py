@@ -171,8 +171,18 @@ def test_the_moderately_sdk_retries_a_429(limited_server, owner):
         assert "items" in client.agent_executions.list()
 
 
-def test_the_promptrails_sdk_raises_its_rate_limit_error(limited_server, owner):
+@pytest.fixture
+def slow_server(settings, fresh_server):
+    # A window long enough that no refill can happen between the refusal and the check after
+    # it: with "2/2 seconds" the sliding window let the fourth request through on a slow run.
+    settings.RATE_LIMIT = "2/minute"
+    settings.RATE_LIMIT_STORAGE = "memory://"
+    return fresh_server()
+
+
+def test_the_promptrails_sdk_raises_its_rate_limit_error(slow_server, owner):
     # PromptRails 0.9.2 does not retry 429s: it raises RateLimitError with our message.
+    limited_server = slow_server
     client = PromptRails(api_key=owner.key, base_url=limited_server.url, max_retries=0)
     client.agents.list()
     client.agents.list()
