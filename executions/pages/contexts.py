@@ -29,7 +29,7 @@ from executions.pages.approval_contexts import (
     panel_context,
 )
 from executions.pages.base import caps
-from executions.pages.timing import run_times, step_class, waterfall
+from executions.pages.timing import attach_times, step_class, waterfall
 
 __all__ = [
     "RANGES",
@@ -103,6 +103,8 @@ def list_params(request_get: QueryDict) -> tuple[QueryDict, dict[str, Any]]:
 def row_html(execution: Execution, *, upsert: bool) -> str:
     """One list row as an out-of-band fragment: replace the row in place, or (upsert) put it
     on top of the list when the page does not show it yet (static/js dedupes)."""
+    if not hasattr(execution, "times"):
+        attach_times([execution])
     row = render_to_string("executions/list.html#row", {"e": execution, "oob": not upsert})
     if upsert:
         return f'<tbody hx-swap-oob="afterbegin:#exec-rows">{row}</tbody>'
@@ -124,7 +126,7 @@ def detail_context(
         "steps": steps,
         "earlier": earlier,
         "waterfall": waterfall(execution, steps),
-        "times": run_times(execution, steps),
+        "times": attach_times([execution])[0].times,
         "children": list(
             execution.children.select_related("agent", "agent_version").order_by("id")[:50]
         ),

@@ -3,6 +3,7 @@ a page fetches after its websocket reconnects."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.contrib import messages
@@ -20,6 +21,7 @@ from executions.models import Execution, Role
 from executions.pages.base import base_context, page, require_role
 from executions.pages.contexts import RANGE_LABELS, RANGES, list_params, row_html
 from executions.pages.forms import SavedViewForm
+from executions.pages.timing import attach_times
 
 PAGE_SIZE = 50
 SORTABLE = {"created_at", "duration_ms", "cost", "started_at"}
@@ -59,6 +61,7 @@ def execution_list(request: HttpRequest) -> HttpResponse:
         errors.append({"field": "cursor", "message": exc.message})
         result = selectors.execution_page_ordered(qs, ordering=ordering, cursor=None, limit=50)
         cursor = None
+    attach_times(result.items)  # one meaning of a run's time: running, waits apart
     query = _list_query(request)
     more_url = None
     if result.next_cursor:
@@ -108,9 +111,12 @@ def execution_list(request: HttpRequest) -> HttpResponse:
 @page
 @require_GET
 def execution_list_changes(request: HttpRequest) -> HttpResponse:
-    """After a websocket reconnect: out-of-band rows for what changed while the page was away
-    (rows it shows are replaced in place; new matching ones go on top)."""
+    """After a websocket reconnect: out-of-band rows for what changed while the page was away.
+    Rows it shows (`shown`, sent by static/js) are replaced in place and new ones its filters
+    take go on top; nothing is sent for any other row (an out-of-band row with no target on
+    the page is an htmx error). Without `shown`, every other changed row is sent in place."""
     since = _parse_since(request.GET.get("since"))
+    shown = _shown(request.GET.get("shown"))
     params, _ = list_params(request.GET)
     try:
         filters = selectors.ExecutionFilters.from_params(params)
@@ -125,10 +131,30 @@ def execution_list_changes(request: HttpRequest) -> HttpResponse:
     )
     parts = []
     for execution in reversed(changed):
-        matches = selectors.execution_matches(execution=execution, filters=filters)
-        upsert = insert and matches and execution.created_at >= since
-        parts.append(row_html(execution, upsert=upsert))
+        if shown is not None and str(execution.pk) in shown:
+            parts.append(row_html(execution, upsert=False))
+        elif (
+            insert
+            and execution.created_at >= since
+            and selectors.execution_matches(execution=execution, filters=filters)
+        ):
+            parts.append(row_html(execution, upsert=True))
+        elif shown is None:
+            parts.append(row_html(execution, upsert=False))
     return HttpResponse("".join(parts))
+
+
+def _shown(value: str | None) -> set[str] | None:
+    """The row ids a page shows (comma-separated uuids); None when the page did not say."""
+    if value is None:
+        return None
+    found = set()
+    for part in value.split(","):
+        try:
+            found.add(str(uuid.UUID(part.strip()[-36:])))
+        except ValueError:
+            continue
+    return found
 
 
 def _parse_since(value: str | None) -> datetime:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from executions import selectors
 from executions.pages.base import base_context, page
 from executions.pages.contexts import overview_approvals_context, overview_counts_context
+from executions.pages.timing import attach_times
 
 
 @page
@@ -35,7 +36,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         workspace=workspace, since=now - timedelta(days=7)
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
-    context["recent"] = list(recent.order_by("-id")[:8])
+    context["recent"] = attach_times(list(recent.order_by("-id")[:8]))
     context["has_agents"] = selectors.agent_list(workspace=workspace).exists()
     return render(request, "executions/overview.html", context)
 

@@ -7,13 +7,14 @@ decided, in a few ms), so a wait is read from the history instead: it begins at 
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
 from executions.lifecycle import PARKED, TERMINAL
-from executions.models import Execution
+from executions.models import Execution, Transition
 
 STEP_CLASS = {
     "prompt": "llm",
@@ -37,39 +38,96 @@ def step_class(kind: str, step_type: str = "") -> str:
     return STEP_CLASS.get(kind or "", "step")
 
 
+def _wait(execution: Execution, step: Any, later: Any) -> dict[str, Any]:
+    """The wait that begins at `step` and ends at `later` (the next entry, or None)."""
+    if step.to_status == "awaiting_approval":
+        cls = "approval"
+    elif step.to_status == "awaiting_input":
+        cls = "input"
+    else:
+        cls = "wait"
+    label = "sleeping" if step.type == "sleep" else WAIT_LABEL[cls]
+    if later is not None:
+        end, still = later.created_at, False
+    elif execution.completed_at:
+        end, still = execution.completed_at, False
+    else:
+        end, still = timezone.now(), True
+    return {"step": step, "cls": cls, "label": label, "start": step.created_at,
+            "end": max(end, step.created_at), "open": still}  # fmt: skip
+
+
 def waits(execution: Execution, steps: list) -> list[dict[str, Any]]:
-    """Every wait in `steps` (in order) as {step, cls, label, start, end, open}."""
-    found = []
-    for i, step in enumerate(steps):
-        if step.type not in WAIT_TYPES:
-            continue
-        later = steps[i + 1] if i + 1 < len(steps) else None
-        if step.to_status == "awaiting_approval":
-            cls = "approval"
-        elif step.to_status == "awaiting_input":
-            cls = "input"
-        else:
-            cls = "wait"
-        label = "sleeping" if step.type == "sleep" else WAIT_LABEL[cls]
-        if later is not None:
-            end, still = later.created_at, False
-        elif execution.completed_at:
-            end, still = execution.completed_at, False
-        else:
-            end, still = timezone.now(), True
-        found.append({"step": step, "cls": cls, "label": label, "start": step.created_at,
-                      "end": max(end, step.created_at), "open": still})  # fmt: skip
+    """Every wait in `steps` (consecutive entries, in order) as {step, cls, label, start, end,
+    open}."""
+    return [
+        _wait(execution, step, steps[i + 1] if i + 1 < len(steps) else None)
+        for i, step in enumerate(steps)
+        if step.type in WAIT_TYPES
+    ]
+
+
+def all_waits(executions: list[Execution]) -> dict[Any, list[dict[str, Any]]]:
+    """Every wait of each execution, from its whole history, in two queries at most for any
+    number of executions: the wait entries, then the entries right after them."""
+    ids = [e.pk for e in executions if e.started_at]
+    found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    if not ids:
+        return found
+    entries = list(
+        Transition.objects.filter(execution_id__in=ids, type__in=WAIT_TYPES)
+        .only("execution_id", "seq", "type", "to_status", "step_path", "created_at")
+        .order_by("execution_id", "seq")
+    )
+    if not entries:
+        return found
+    after = {
+        (t.execution_id, t.seq): t
+        for t in Transition.objects.filter(
+            execution_id__in={t.execution_id for t in entries},
+            seq__in={t.seq + 1 for t in entries},
+        ).only("execution_id", "seq", "created_at")
+    }
+    by_id = {e.pk: e for e in executions}
+    for entry in entries:
+        later = after.get((entry.execution_id, entry.seq + 1))
+        found[entry.execution_id].append(_wait(by_id[entry.execution_id], entry, later))
     return found
 
 
-def run_times(execution: Execution, steps: list) -> dict[str, int | None]:
-    """Time running and time waiting (ms), so a parked run's clock means one thing."""
+def run_times(execution: Execution, parked: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time running and time waiting (ms): one meaning wherever a run's time is shown (the
+    list, the overview, the execution page). Running is the run's own clock (`duration_ms`
+    once it ended: the engine leaves out time it was handed back at a shutdown; start to now
+    while it lasts) less its waits (approval, input, sleep, child run), which are counted
+    separately. `waiting_since` is when the open wait began, for a parked run's ticking clock;
+    `running_from` is a virtual start that makes a live clock tick from the running time."""
     if not execution.started_at:
-        return {"running_ms": None, "waiting_ms": None}
-    end = execution.completed_at or timezone.now()
-    total = max((end - execution.started_at).total_seconds() * 1000, 0)
-    waiting = sum((w["end"] - w["start"]).total_seconds() * 1000 for w in waits(execution, steps))
-    return {"running_ms": int(max(total - waiting, 0)), "waiting_ms": int(waiting)}
+        return {"running_ms": None, "waiting_ms": None, "waiting_since": None,
+                "running_from": None}  # fmt: skip
+    now = timezone.now()
+    if execution.duration_ms is not None:
+        total = float(execution.duration_ms)
+    else:
+        end = execution.completed_at or now
+        total = max((end - execution.started_at).total_seconds() * 1000, 0)
+    waiting = sum((w["end"] - w["start"]).total_seconds() * 1000 for w in parked)
+    running = int(max(total - waiting, 0))
+    still = next((w for w in parked if w["open"]), None)
+    return {
+        "running_ms": running,
+        "waiting_ms": int(waiting),
+        "waiting_since": still["start"] if still else None,
+        "running_from": now - timedelta(milliseconds=running),
+    }
+
+
+def attach_times(executions: list[Execution]) -> list[Execution]:
+    """Set `e.times` (run_times) on each execution, as the rows' duration cell reads it."""
+    found = all_waits(executions)
+    for execution in executions:
+        execution.times = run_times(execution, found.get(execution.pk, []))
+    return executions
 
 
 def waterfall(execution: Execution, steps: list) -> dict[str, Any]:

@@ -38,13 +38,17 @@
     });
     return best;
   }
-  function shownIds() {
+  function shownIds(limit) {
     var ids = [];
     document.querySelectorAll("#exec-rows > tr[id^='exec-'], #inbox-items > li[id^='approval-item-']").forEach(function (el) {
-      ids.push(el.id.slice(-36));
+      if (!limit || ids.length < limit) ids.push(el.id.slice(-36));
     });
     return ids;
   }
+  // A URL carries at most this many row ids (a request line has a size limit, ~8 KB for a
+  // websocket handshake); the socket gets the whole list as a message once it is open, and
+  // the rows at the top, shown first, are the ones most likely to change.
+  var URL_IDS = 150;
   function positioned(url) {
     var extra = {};
     var stream = document.getElementById("exec-stream");
@@ -54,7 +58,7 @@
       extra.after_seq = maxId("#exec-timeline > li[data-seq]", "data-seq", null, parseInt(timeline.dataset.seqPos || "0", 10));
     }
     if (document.getElementById("exec-rows") || document.getElementById("inbox-items")) {
-      extra.shown = shownIds().join(",");
+      extra.shown = shownIds(URL_IDS).join(",");
     }
     Object.keys(extra).forEach(function (key) {
       url += (url.indexOf("?") < 0 ? "?" : "&") + key + "=" + encodeURIComponent(extra[key]);
@@ -73,6 +77,8 @@
   document.addEventListener("htmx:configRequest", function (evt) {
     if (evt.detail.elt && evt.detail.elt.hasAttribute("data-live-since")) {
       evt.detail.parameters.since = Steward.lastSeen;
+      // Only rows the page shows come back in place: others would have no target.
+      if (document.getElementById("exec-rows")) evt.detail.parameters.shown = shownIds(2 * URL_IDS).join(",");
     }
   });
   var socket = null;
@@ -85,6 +91,9 @@
 
   document.addEventListener("htmx:wsOpen", function (evt) {
     socket = evt.detail && evt.detail.socketWrapper;
+    if (socket && document.querySelectorAll("#exec-rows > tr[id^='exec-'], #inbox-items > li[id^='approval-item-']").length > URL_IDS) {
+      socket.send(JSON.stringify({ shown: shownIds() }));
+    }
     setLive("open", "Live updates are on");
     if (everOpened) {
       // Back after a drop: fetch what changed while the socket was away.

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from approvals import services as approval_services
 from executions import services
 from executions.lifecycle import Actor
+from executions.live import events
 from executions.live.follow import wait_settled_sync
 from executions.models import Execution
 
@@ -139,3 +140,51 @@ def test_a_filtered_list_gets_nothing_for_runs_it_does_not_show(open_page, demo,
     expect(page.locator(f"#exec-{execution.pk}")).to_have_count(0)
     assert page.evaluate("window.__oob") == 0
     assert errors == []
+
+
+def test_a_filtered_list_has_no_htmx_errors_through_a_reconnect(open_page, demo, owner, server):
+    """The catch-up after a reconnect sends only rows the page shows (updated in place) and new
+    rows its filters take in: a run that does not match makes no console error."""
+    shown = park_refund(demo, owner, 150, "A-1001")
+    page = open_page(owner, "/executions/?status=awaiting_approval")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
+    expect(page.locator(f"#exec-{shown.pk}")).to_have_count(1)
+    problems = []
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text) if msg.type == "error" or "htmx:" in msg.text else None
+        ),
+    )
+    page.evaluate(
+        """() => { window.__htmxErrors = [];
+        for (const name of ['htmx:oobErrorNoTarget', 'htmx:swapError', 'htmx:targetError',
+                            'htmx:responseError', 'htmx:wsError'])
+            document.body.addEventListener(name, () => window.__htmxErrors.push(name)); }"""
+    )
+    # While the socket is away, a run the filter does not take runs to the end and the shown
+    # run is approved: both changed in the catch-up's window.
+    page.evaluate(
+        "window.__drops = 0; document.addEventListener('htmx:wsClose', () => window.__drops++)"
+    )
+    other, _ = services.execution_start(
+        workspace=owner.workspace,
+        agent=demo["research-assistant"],
+        input={"question": "What is 2 + 2?"},
+    )
+    assert wait_settled_sync(other.pk, timeout=60).status == "completed"
+    approval_services.approval_decide(
+        approval=shown.approvals.get(), decision="approve", actor=Actor.for_user(owner.user)
+    )
+    assert wait_settled_sync(shown.pk, timeout=60).status == "completed"
+    with page.expect_response(lambda r: "/executions/changes" in r.url) as caught:
+        events.send(events.workspace_executions_group(owner.workspace.pk), {"type": "live.resync"})
+    assert caught.value.status == 200
+    page.wait_for_function("window.__drops >= 1")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
+    # The shown row caught up in place; the other run never reached the page.
+    expect(page.locator(f"#exec-{shown.pk}")).to_have_attribute("data-status", "completed")
+    expect(page.locator(f"#exec-{other.pk}")).to_have_count(0)
+    time.sleep(0.5)
+    assert page.evaluate("window.__htmxErrors") == []
+    assert problems == []
