@@ -7,8 +7,11 @@ also reaches the webhook and e-mail functions the API, pages and tasks call.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from approvals import policies
@@ -60,6 +63,32 @@ __all__ = [
     "webhook_update",
 ]
 
+# --- does this workspace have webhooks? ------------------------------------------------------
+
+# Asked after every status change of every execution, and most workspaces have none: the answer
+# is kept a few seconds per process, dropped at once when this process saves or deletes a
+# webhook; one saved in another process is seen by this one within WEBHOOKS_CACHE_SECONDS.
+WEBHOOKS_CACHE_SECONDS = 5.0
+_has_webhooks: dict[Any, tuple[float, bool]] = {}
+
+
+def has_webhooks(workspace_id: Any) -> bool:
+    now = time.monotonic()
+    cached = _has_webhooks.get(workspace_id)
+    if cached is not None and now - cached[0] < WEBHOOKS_CACHE_SECONDS:
+        return cached[1]
+    found = Webhook.objects.filter(workspace_id=workspace_id, active=True).exists()
+    if len(_has_webhooks) > 10000:
+        _has_webhooks.clear()
+    _has_webhooks[workspace_id] = (now, found)
+    return found
+
+
+@receiver([post_save, post_delete], sender=Webhook)
+def _webhooks_changed(sender: Any, instance: Webhook, **kwargs: Any) -> None:
+    _has_webhooks.pop(instance.workspace_id, None)
+
+
 # --- what fires events -----------------------------------------------------------------------
 
 
@@ -77,7 +106,7 @@ def on_transition(*, execution: Any, transition: Any) -> None:
     if event is None:
         return
     # Cheap exit: most workspaces have no webhooks, so skip shaping the payload.
-    if not Webhook.objects.filter(workspace_id=execution.workspace_id, active=True).exists():
+    if not has_webhooks(execution.workspace_id):
         return
     execution = (
         type(execution).objects.select_related("agent", "agent_version").get(pk=execution.pk)
@@ -117,7 +146,7 @@ def approval_event(*, approval_id: Any, event: str) -> None:
     approval = Approval.objects.select_related("execution__agent").filter(pk=approval_id).first()
     if approval is None:
         return
-    if not Webhook.objects.filter(workspace_id=approval.workspace_id, active=True).exists():
+    if not has_webhooks(approval.workspace_id):
         return
     dispatch(
         workspace_id=approval.workspace_id, event=event, data={"approval": approval_out(approval)}

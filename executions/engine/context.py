@@ -270,7 +270,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             if not any(e.get("to") in TERMINAL for e in all_entries):
                 merged.setdefault("lease_expires_at", self.lease_until())
             try:
-                with transaction.atomic():
+                with transaction.atomic(), self.batched_events():
                     lifecycle.append_many(
                         self.execution, all_entries, guard=self.guard, fields=merged
                     )

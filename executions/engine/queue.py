@@ -88,7 +88,7 @@ def release(
         lease_owner="", lease_expires_at=None, runnable_at=at or timezone.now(), **(fields or {})
     )
     if released:
-        transaction.on_commit(wake)
+        transaction.on_commit(lambda: wake(at=at))
     return released
 
 
@@ -106,7 +106,7 @@ def make_runnable(execution_id: Any, *, at: datetime | None = None) -> None:
     """Inside the caller's transaction: the execution becomes runnable at `at` (now by
     default); workers are woken once it commits."""
     Execution.objects.filter(pk=execution_id).update(runnable_at=at or timezone.now())
-    transaction.on_commit(wake)
+    transaction.on_commit(lambda: wake(at=at))
 
 
 def seconds_until_due(*, cap: float) -> float:
@@ -126,5 +126,8 @@ def seconds_until_due(*, cap: float) -> float:
     return max(0.0, min(cap, (due - timezone.now()).total_seconds()))
 
 
-def wake() -> None:
-    wakeup.notify()
+def wake(at: datetime | None = None) -> None:
+    """Wake the workers: something is runnable now, or (with a future `at`) will be then."""
+    if at is not None and at <= timezone.now():
+        at = None
+    wakeup.notify(at)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
@@ -30,18 +32,38 @@ class Stream:
         self._buffer: list[str] = []
         self._buffer_kind: str | None = None
         self._buffer_since = 0.0
+        # While a write gathers its events (batched_events), they wait here for one INSERT.
+        self._event_batch: list[ExecutionEvent] | None = None
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """Store a streamed event and publish it once the row is committed."""
-        event = ExecutionEvent.objects.create(
-            execution_id=self.execution.pk, type=type, data=jsonable(data)
-        )
-        execution_id, event_id = self.execution.pk, event.pk
-        transaction.on_commit(
-            lambda: events.stream_event(
-                execution_id=execution_id, event_type=type, data=event.data, event_id=event_id
+        event = ExecutionEvent(execution_id=self.execution.pk, type=type, data=jsonable(data))
+        if self._event_batch is not None:
+            self._event_batch.append(event)
+        else:
+            self._store([event])
+
+    @contextmanager
+    def batched_events(self) -> Iterator[None]:
+        """Inside the caller's transaction: the events emitted in the block are stored with one
+        multi-row INSERT at its end (a run's `execution` and `done` events), in order."""
+        self._event_batch = []
+        try:
+            yield
+            batch = self._event_batch
+        finally:
+            self._event_batch = None
+        if batch:
+            self._store(batch)
+
+    def _store(self, rows: list[ExecutionEvent]) -> None:
+        stored = ExecutionEvent.objects.bulk_create(rows)
+        for event in stored:
+            transaction.on_commit(
+                lambda e=event: events.stream_event(
+                    execution_id=e.execution_id, event_type=e.type, data=e.data, event_id=e.pk
+                )
             )
-        )
 
     def delta(self, kind: str, text: str) -> None:
         """A streamed chunk of content or thinking; coalesced so a token is not a row."""

@@ -66,6 +66,6 @@ class Timers:
                 runnable_at=until,
             )
             # Idle workers sleep until the next due time they know of: tell them of this one.
-            transaction.on_commit(queue.wake)
+            transaction.on_commit(lambda: queue.wake(at=until))
 
         raise Park("sleep", park)

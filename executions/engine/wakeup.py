@@ -2,7 +2,9 @@
 
 In one process: every Worker subscribes a threading.Event that `notify()` sets. With Redis: a
 pub/sub message on CHANNEL that a listener thread in every worker process turns into the same
-local wake-up. Workers still poll on a short interval as a safety net (and for `run_after`).
+local wake-up. A wake-up may carry a later due time (a sleep's end), so a worker busy with
+other runs knows when to claim it without asking the database. Workers still wait at most a
+long safety-net interval, against a lost message.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 
 from django.conf import settings
 
@@ -19,6 +22,8 @@ CHANNEL = "steward:wakeup"
 # Kept for callers that wait on "any work queued in this process".
 local_event = threading.Event()
 _subscribers: set[threading.Event] = set()
+# Per subscriber: the earliest later due time announced to it (time.monotonic()).
+_hints: dict[threading.Event, float] = {}
 _subscribers_lock = threading.Lock()
 _redis = None
 _lock = threading.Lock()
@@ -47,24 +52,47 @@ def subscribe() -> threading.Event:
 def unsubscribe(event: threading.Event) -> None:
     with _subscribers_lock:
         _subscribers.discard(event)
+        _hints.pop(event, None)
 
 
-def _wake_local() -> None:
+def _wake_local(at: float | None = None) -> None:
+    """Wake every subscriber; `at` (epoch seconds) is a later due time they should know of."""
+    due = None if at is None else time.monotonic() + (at - time.time())
     local_event.set()
     with _subscribers_lock:
         for event in _subscribers:
+            if due is not None:
+                _hints[event] = min(_hints.get(event, due), due)
             event.set()
 
 
-def notify() -> None:
-    _wake_local()
+def take_hint(event: threading.Event) -> float | None:
+    """The earliest due time (time.monotonic()) announced to this subscriber since the last
+    call: a worker busy with other runs then knows when to claim without asking the database."""
+    with _subscribers_lock:
+        return _hints.pop(event, None)
+
+
+def notify(at: datetime | None = None) -> None:
+    """Wake the workers: work is due now, or (with `at`) will be at that time."""
+    epoch = at.timestamp() if at is not None else None
+    _wake_local(epoch)
     client = _client()
     if client is None:
         return
     try:
-        client.publish(CHANNEL, b"1")
+        client.publish(CHANNEL, b"1" if epoch is None else repr(epoch).encode())
     except Exception:  # noqa: BLE001 - the poll interval is the fallback
         logger.warning("could not publish worker wake-up", exc_info=True)
+
+
+def _due_of(data: object) -> float | None:
+    """A wake-up's payload: b"1" (due now) or the epoch seconds of a later due time."""
+    try:
+        value = float(data)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value > 1.0 else None
 
 
 def start_listener() -> None:
@@ -91,7 +119,7 @@ def _listen() -> None:
             delay = 0.5
             for message in pubsub.listen():
                 if message and message.get("type") == "message":
-                    _wake_local()
+                    _wake_local(_due_of(message.get("data")))
         except Exception:  # noqa: BLE001 - reconnect; polling covers the gap
             logger.warning("wake-up listener lost Redis; reconnecting", exc_info=True)
             time.sleep(delay)

@@ -94,6 +94,8 @@ class Worker:
         self._calls: dict[int, tuple[Any, Any]] = {}
         self._stopped = threading.Event()
         self.completed = 0
+        # The next due time the idle query found (monotonic), reused while runs are in flight.
+        self._next_due = 0.0
 
     # --- the executions this process holds ------------------------------------------------
 
@@ -198,7 +200,8 @@ class Worker:
                     break
                 self._wake.clear()
                 free = self.concurrency - self._inflight
-                claimed = self._claim(min(free, CLAIM_BATCH)) if free > 0 else []
+                limit = min(free, CLAIM_BATCH)
+                claimed = self._claim(limit) if free > 0 else []
                 for execution in claimed:
                     key = str(execution.pk)
                     with self._held_lock:
@@ -213,9 +216,18 @@ class Worker:
                     pool.submit(self._run, execution)
                 if free <= 0:
                     self._wake.wait(self.max_idle)  # a run that ends wakes the loop
-                elif not claimed:
+                elif len(claimed) >= limit:
+                    continue  # a full batch: more may be due, claim again at once
+                elif self._inflight and self._due_in() > 0:
+                    # The queue had no more due rows a moment ago, and every later due time
+                    # arrives as a wake-up's hint (a sleep's end) or was computed before: no
+                    # statement here while a run is on its way to its commit (idle latency).
+                    self._wake.wait(self._due_in())
+                else:
                     self._wake.wait(self._idle_seconds())
-                # Claimed some: claim again at once (more may be due, or runs already ended).
+                hint = wakeup.take_hint(self._wake)
+                if hint is not None:
+                    self._next_due = min(self._next_due, hint)
         finally:
             self.stopping = True
             self._drain()
@@ -243,11 +255,18 @@ class Worker:
 
     def _idle_seconds(self) -> float:
         try:
-            return queue.seconds_until_due(cap=self.max_idle)
+            seconds = queue.seconds_until_due(cap=self.max_idle)
         except OperationalError:
-            return 0.5
+            seconds = 0.5
         finally:
             connections.close_all()  # an idle worker holds no connection
+        self._next_due = time.monotonic() + seconds
+        return seconds
+
+    def _due_in(self) -> float:
+        """Seconds until the due time last computed (a sleep's end, a lease's expiry), bounded
+        by the safety-net interval."""
+        return max(0.0, min(self.max_idle, self._next_due - time.monotonic()))
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.grace_seconds

@@ -1,0 +1,144 @@
+"""What one run costs after its claim, and how a busy worker learns of work due later: a pure
+run stores its events with one INSERT, the "does this workspace have webhooks?" question is
+asked once per workspace (and asked again at once when this process saves a webhook), and a
+wake-up carries a sleep's end so a worker with runs in flight claims it when due."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals import notifications
+from executions.engine import queue, runner, wakeup
+from executions.engine.worker import Worker
+from executions.lifecycle import TERMINAL
+from executions.models import Execution, ExecutionEvent
+
+from .engine_helpers import make_agent, start
+from .llm_servers import OpenAIServer
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+THREE_STEPS = {
+    "main": [
+        {"evaluate": {"x": "$ inputs['n'] * 2"}},
+        {"evaluate": {"y": "$ _['x'] + 1"}},
+        {"return": {"result": "$ _['y']"}},
+    ]
+}
+
+
+def sql_of(captured: CaptureQueriesContext, table: str, verb: str) -> list[str]:
+    return [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"].startswith(verb) and table in q["sql"].split("(")[0]
+    ]
+
+
+def test_a_pure_run_stores_its_events_with_one_insert(workspace):
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 4})
+    with CaptureQueriesContext(connection) as captured:
+        runner.run(execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+    assert execution.output == {"result": 9}
+    assert len(sql_of(captured, "executions_executionevent", "INSERT")) == 1
+    stored = list(ExecutionEvent.objects.filter(execution=execution).order_by("id"))
+    assert [e.type for e in stored] == ["execution", "done"]
+    assert stored[1].data["output"] == {"result": 9}
+
+
+def test_the_webhook_question_is_asked_once_per_workspace_until_a_webhook_is_saved(workspace):
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    notifications._has_webhooks.clear()
+    first, second, third = (start(agent, {"n": n}) for n in range(3))
+    with CaptureQueriesContext(connection) as captured:
+        runner.run(first.pk)
+    assert len(sql_of(captured, "approvals_webhook", "SELECT")) == 1
+    with CaptureQueriesContext(connection) as captured:
+        runner.run(second.pk)
+    assert sql_of(captured, "approvals_webhook", "SELECT") == []
+
+    # Saving a webhook in this process drops the cached "no": the next end is delivered.
+    notifications.webhook_create(
+        workspace=workspace, url="https://hooks.example.com/in", events=["execution.completed"]
+    )
+    with CaptureQueriesContext(connection) as captured:
+        runner.run(third.pk)
+    assert sql_of(captured, "approvals_webhook", "SELECT")
+    assert notifications.has_webhooks(workspace.pk) is True
+
+
+def test_a_wake_up_carries_a_later_due_time_to_every_subscriber():
+    event = wakeup.subscribe()
+    try:
+        assert wakeup.take_hint(event) is None
+        soon = timezone.now() + timedelta(seconds=2)
+        later = timezone.now() + timedelta(seconds=9)
+        queue.wake(at=later)
+        queue.wake(at=soon)
+        queue.wake()  # due now: no hint, and it does not erase the earlier one
+        assert event.is_set()
+        hint = wakeup.take_hint(event)
+        assert hint is not None
+        assert 1.0 < hint - time.monotonic() <= 2.0
+        assert wakeup.take_hint(event) is None
+        # A due time already past is a plain wake-up.
+        queue.wake(at=timezone.now() - timedelta(seconds=1))
+        assert wakeup.take_hint(event) is None
+    finally:
+        wakeup.unsubscribe(event)
+
+
+def test_a_wake_ups_payload_over_redis_reads_back_as_its_due_time():
+    assert wakeup._due_of(b"1") is None
+    assert wakeup._due_of(b"garbage") is None
+    assert wakeup._due_of(repr(1_900_000_000.25).encode()) == 1_900_000_000.25
+
+
+def test_a_busy_worker_claims_a_sleeper_when_due_while_a_long_run_is_in_flight(workspace):
+    with OpenAIServer([{"content": "slow", "delay": 4.0}]) as server:
+        slow = make_agent(
+            workspace,
+            "slow",
+            "workflow",
+            {
+                "model": {"provider": "openai", "name": "m", "base_url": server.base_url},
+                "main": [{"prompt": "hello", "unwrap": True}],
+            },
+        )
+        sleeper = make_agent(
+            workspace,
+            "sleeper",
+            "workflow",
+            {"main": [{"sleep": {"seconds": 1.0}}, {"return": {"ok": True}}]},
+        )
+        # The safety-net interval is longer than the slow run: only the sleep's own wake-up
+        # (its due time) can get the sleeper claimed before the slow run ends.
+        worker = Worker(name="busy", concurrency=2, poll_interval=30.0)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            long_run = start(slow, {})
+            deadline = time.monotonic() + 10
+            while Execution.objects.get(pk=long_run.pk).status != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            napper = start(sleeper, {})
+            deadline = time.monotonic() + 20
+            while Execution.objects.get(pk=napper.pk).status not in TERMINAL:
+                assert time.monotonic() < deadline, "the sleeper was never claimed when due"
+                time.sleep(0.02)
+            assert Execution.objects.get(pk=napper.pk).output == {"ok": True}
+            assert Execution.objects.get(pk=long_run.pk).status == "running"
+        finally:
+            worker.stop()
+            thread.join(15)
