@@ -85,6 +85,8 @@ class Approval(models.Model):
                 fields=["workspace", "expires_at", "created_at", "id"], name="approval_ws_order"
             ),
             models.Index(fields=["workspace", "created_at"], name="approval_ws_created"),
+            # The inbox's "decided" tab: the latest change first, keyset on (updated_at, id).
+            models.Index(fields=["workspace", "updated_at", "id"], name="approval_ws_updated"),
             models.Index(fields=["status", "expires_at"], name="approval_status_due"),
             models.Index(fields=["status", "escalate_at"], name="approval_status_escalate"),
         ]

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from approvals import notifications, services
 from approvals import selectors as approval_selectors
-from approvals.models import Approval, ApprovalStatus
+from approvals.models import Approval
 from executions.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from executions.forms import SchemaForm
 from executions.lifecycle import Actor, IllegalTransition
@@ -30,7 +30,8 @@ from executions.models import Role, role_at_least
 from executions.pages.approval_contexts import (
     approval_detail_context,
     can_decide,
-    inbox_lists,
+    inbox_counts,
+    inbox_page,
     item_context,
     panel_context,
 )
@@ -59,28 +60,30 @@ TABS = {
 @page
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
-    lists = inbox_lists(request.workspace, request.membership, request.user)
+    counts = inbox_counts(request.workspace, request.membership, request.user)
     tab = request.GET.get("tab")
     if tab not in TABS:
-        tab = "mine" if lists["mine"] else ("roles" if lists["roles"] else "all")
-    if tab == "decided":
-        items = list(
-            approval_selectors.approval_list(workspace=request.workspace)
-            .exclude(status=ApprovalStatus.PENDING)
-            .select_related("execution__agent")
-            .prefetch_related("assignee_users", "decisions")
-            .order_by("-decided_at", "-updated_at")[:100]
-        )
-    else:
-        items = lists[tab]
+        tab = "mine" if counts["mine"][0] else ("roles" if counts["roles"][0] else "all")
+    where = {"after": request.GET.get("after") or None, "before": request.GET.get("before") or None}
+    try:
+        shown = inbox_page(request.workspace, request.membership, request.user, tab, **where)
+    except ValidationFailed:
+        # A cursor from a mangled or outdated link: the tab's first page rather than an error.
+        where = {"after": None, "before": None}
+        shown = inbox_page(request.workspace, request.membership, request.user, tab)
+    items = shown.items
     context = base_context(request, "approvals", live={"page": "approvals", "tab": tab})
     context.update(
         {
             "tab": tab,
             "tabs": TABS,
-            "counts": {k: len(v) for k, v in lists.items()},
+            "counts": {k: n for k, (n, _) in counts.items()},
+            "count_labels": {k: label for k, (_, label) in counts.items()},
             "items": [item_context(a, request.membership, request.user) for a in items],
             "any_decidable": any(can_decide(a, request.membership, request.user) for a in items),
+            "page_before": shown.before,
+            "page_after": shown.after,
+            "paged": bool(where["after"] or where["before"]),
         }
     )
     return render(request, "approvals/inbox.html", context)

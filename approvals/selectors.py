@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,6 +105,109 @@ def approval_list(
     return _with_relations(approvals).order_by(
         F("expires_at").asc(nulls_last=True), "created_at", "id"
     )
+
+
+@dataclass
+class ApprovalPage:
+    """One page of approvals read by keyset: `before` / `after` are the cursors of the pages
+    around it (None at either end)."""
+
+    items: list[Approval]
+    before: str | None
+    after: str | None
+
+
+def approval_keyset_page(
+    approvals: QuerySet, *, after: str | None = None, before: str | None = None, limit: int = 50
+) -> ApprovalPage:
+    """A page of `approvals` in the list's order (soonest due, no deadline last, then oldest),
+    after or before a cursor. No OFFSET: a page deep in a long inbox costs what the first does
+    (an index range on (workspace, status, expires_at, created_at, id))."""
+    order = (F("expires_at").asc(nulls_last=True), "created_at", "id")
+    backwards = bool(before) and not after
+    if after:
+        approvals = approvals.filter(_beyond(_decode(after), later=True))
+    elif before:
+        approvals = approvals.filter(_beyond(_decode(before), later=False))
+    if backwards:
+        order = (F("expires_at").desc(nulls_first=True), "-created_at", "-id")
+    rows = list(approvals.order_by(*order)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    if not rows:
+        return ApprovalPage(items=[], before=None, after=None)
+    first, last = _encode(rows[0]), _encode(rows[-1])
+    if backwards:
+        return ApprovalPage(items=rows, before=first if more else None, after=last)
+    return ApprovalPage(items=rows, before=first if after else None, after=last if more else None)
+
+
+def approval_decided_page(
+    approvals: QuerySet, *, after: str | None = None, before: str | None = None, limit: int = 50
+) -> ApprovalPage:
+    """A page of decided approvals, the latest change first: keyset on (updated_at, id), an
+    index range on (workspace, updated_at, id)."""
+    backwards = bool(before) and not after
+    cursor = after or before
+    if cursor:
+        _, moved, pk = _decode(cursor)
+        op = "lt" if not backwards else "gt"
+        approvals = approvals.filter(
+            Q(**{f"updated_at__{op}": moved}) | Q(updated_at=moved, **{f"id__{op}": pk})
+        )
+    order = ("updated_at", "id") if backwards else ("-updated_at", "-id")
+    rows = list(approvals.order_by(*order)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    if not rows:
+        return ApprovalPage(items=[], before=None, after=None)
+    first, last = _encode(rows[0], moved=True), _encode(rows[-1], moved=True)
+    if backwards:
+        return ApprovalPage(items=rows, before=first if more else None, after=last)
+    return ApprovalPage(items=rows, before=first if after else None, after=last if more else None)
+
+
+def _encode(approval: Approval, *, moved: bool = False) -> str:
+    """(deadline, created, id), or (None, last change, id) for the decided list."""
+    if moved:
+        return _pack(None, approval.updated_at, approval.pk)
+    return _pack(approval.expires_at, approval.created_at, approval.pk)
+
+
+def _pack(due: datetime | None, at: datetime, pk: Any) -> str:
+    raw = json.dumps([due.isoformat() if due else None, at.isoformat(), str(pk)])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime | None, datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        due, created, pk = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+        return (
+            datetime.fromisoformat(due) if due else None,
+            datetime.fromisoformat(created),
+            uuid.UUID(pk),
+        )
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ValidationFailed(
+            "cursor is not valid", details=[field_error("cursor", "not a page of this list")]
+        ) from None
+
+
+def _beyond(anchor: tuple[datetime | None, datetime, uuid.UUID], *, later: bool) -> Q:
+    """Rows after (later) or before the anchor in the list's order, NULL deadlines last."""
+    due, created, pk = anchor
+    op = "gt" if later else "lt"
+    same_due = Q(**{f"created_at__{op}": created}) | Q(created_at=created, **{f"id__{op}": pk})
+    if due is None:
+        no_due = Q(expires_at__isnull=True) & same_due
+        return no_due if later else no_due | Q(expires_at__isnull=False)
+    dated = Q(**{f"expires_at__{op}": due}) | (Q(expires_at=due) & same_due)
+    return dated | Q(expires_at__isnull=True) if later else dated
 
 
 def assigned_to(decider: Decider | None) -> Q:

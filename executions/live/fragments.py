@@ -26,7 +26,7 @@ from executions.pages.contexts import (
     detail_context,
     detail_fragments,
     in_tab,
-    inbox_lists,
+    inbox_counts,
     item_context,
     overview_approvals_context,
     overview_counts_context,
@@ -209,12 +209,12 @@ def inbox_change(viewer: Viewer, approval_id: Any, tab: str) -> InboxChange | No
 
 def inbox_tabs(viewer: Viewer, tab: str) -> str:
     """The pending counts of the inbox tabs, as the page's tab bar shows them."""
-    lists = inbox_lists(viewer.workspace, viewer.membership, viewer.user)
+    counts = inbox_counts(viewer.workspace, viewer.membership, viewer.user)
     return "".join(
         render_to_string(
-            "approvals/inbox.html#tab_count", {"key": key, "n": len(items), "oob": True}
+            "approvals/inbox.html#tab_count", {"key": key, "n": n, "label": label, "oob": True}
         )
-        for key, items in lists.items()
+        for key, (n, label) in counts.items()
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.db.models import Q
+
 from approvals import policies
 from approvals import selectors as approval_selectors
 from approvals import services as approval_services
@@ -17,6 +19,7 @@ from executions.lifecycle import Actor
 from executions.models import Membership, Role, role_at_least
 
 INBOX_LIMIT = 50  # cards rendered per inbox page (issue 12)
+INBOX_COUNT_CAP = 1_000  # tab counts are exact up to here
 
 
 def _decider(membership: Membership, user: Any) -> policies.Decider:
@@ -193,16 +196,58 @@ def item_context(approval: Approval, membership: Membership, user: Any) -> dict[
     }
 
 
-def inbox_lists(workspace: Any, membership: Membership, user: Any) -> dict[str, list]:
-    pending = list(
-        approval_selectors.approval_list(workspace=workspace, status="pending")
-        .select_related("execution__agent")
-        .prefetch_related("assignee_users", "decisions")[:INBOX_LIMIT]
+def tab_filter(tab: str, membership: Membership, user: Any) -> Q:
+    """`in_tab` for pending approvals, in SQL: the inbox pages and counts read it."""
+    if tab == "mine":
+        return Q(assignee_users=user)
+    if tab == "roles":
+        held = Q(pk__in=[])
+        for role in Role.values:
+            if role_at_least(membership.role, role):
+                held |= Q(assignee_roles__icontains=f'"{role}"')
+        return held
+    return Q()
+
+
+def inbox_counts(workspace: Any, membership: Membership, user: Any) -> dict[str, tuple[int, str]]:
+    """The pending count of each tab and how it reads: exact up to INBOX_COUNT_CAP, then
+    "1,000+" (counting a huge backlog on every page view costs more than the page)."""
+    pending = Approval.objects.for_workspace(workspace).filter(status=ApprovalStatus.PENDING)
+    counts = {}
+    for tab in ("mine", "roles", "all"):
+        rows = pending.filter(tab_filter(tab, membership, user)).order_by().values("pk")
+        n = rows[: INBOX_COUNT_CAP + 1].count()
+        counts[tab] = (n, f"{INBOX_COUNT_CAP:,}+" if n > INBOX_COUNT_CAP else str(n))
+    return counts
+
+
+def inbox_page(
+    workspace: Any,
+    membership: Membership,
+    user: Any,
+    tab: str,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+) -> approval_selectors.ApprovalPage:
+    """One page of an inbox tab: pending approvals soonest due first, or (decided) the latest
+    decided first; keyset pages of INBOX_LIMIT, so the thousandth card costs what the first
+    does."""
+    approvals = approval_selectors.approval_list(workspace=workspace)
+    if tab == "decided":
+        return approval_selectors.approval_decided_page(
+            approvals.exclude(status=ApprovalStatus.PENDING),
+            after=after,
+            before=before,
+            limit=INBOX_LIMIT,
+        )
+    pending = approvals.filter(status=ApprovalStatus.PENDING)
+    return approval_selectors.approval_keyset_page(
+        pending.filter(tab_filter(tab, membership, user)),
+        after=after,
+        before=before,
+        limit=INBOX_LIMIT,
     )
-    return {
-        tab: [a for a in pending if in_tab(a, tab, membership, user)]
-        for tab in ("mine", "roles", "all")
-    }
 
 
 def approval_detail_context(

@@ -24,7 +24,7 @@ from executions.pages.approval_contexts import (
     approval_detail_context,
     can_decide,
     in_tab,
-    inbox_lists,
+    inbox_counts,
     item_context,
     panel_context,
 )
@@ -40,7 +40,7 @@ __all__ = [
     "detail_context",
     "detail_fragments",
     "in_tab",
-    "inbox_lists",
+    "inbox_counts",
     "item_context",
     "list_params",
     "overview_approvals_context",

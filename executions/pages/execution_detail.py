@@ -25,7 +25,7 @@ from executions.pages.base import (
     page,
     require_role,
 )
-from executions.pages.contexts import detail_context, detail_fragments
+from executions.pages.contexts import TIMELINE_LIMIT, detail_context, detail_fragments
 from executions.pages.forms import ReasonForm
 
 
@@ -33,6 +33,9 @@ from executions.pages.forms import ReasonForm
 @require_GET
 def execution_detail(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+    before = request.GET.get("before")
+    if before is not None:
+        return _timeline_older(request, execution, before)
     context = detail_context(execution, membership=request.membership, user=request.user)
     if request.GET.get("all") == "1":
         context["steps"] = list(selectors.transition_list(execution=execution))
@@ -44,6 +47,22 @@ def execution_detail(request: HttpRequest, execution_id: str) -> HttpResponse:
     context.update(base_context(request, "executions",
                                 live={"page": "execution", "id": str(execution.pk)}))  # fmt: skip
     return render(request, "executions/detail.html", context)
+
+
+def _timeline_older(request: HttpRequest, execution: Execution, before: str) -> HttpResponse:
+    """The timeline's "load older": the TIMELINE_LIMIT entries before `before` (a seq), put on
+    top of the timeline, and the control for the ones before them. An index range on
+    (execution, seq), so the 10,000th entry back costs what the 50th does. Without a script the
+    control is a link to the whole timeline (`?all=1`)."""
+    try:
+        seq = int(before)
+    except ValueError:
+        seq = 0
+    if seq < 1:
+        return HttpResponse("before must be a positive timeline position", status=400)
+    steps, earlier = selectors.transition_before(execution=execution, seq=seq, limit=TIMELINE_LIMIT)
+    context = {"e": execution, "steps": steps, "earlier": earlier}
+    return render(request, "executions/detail.html#timeline_older_chunk", context)
 
 
 @page
