@@ -35,7 +35,7 @@ from django.utils.dateparse import parse_datetime
 from approvals.models import Approval
 from executions import selectors
 from executions.live import events, fanout, fragments
-from executions.live.layer import OUTAGE_ERRORS
+from executions.live.layer import ARRIVED, OUTAGE_ERRORS
 from executions.live.socket import TRY_AGAIN_LATER, GroupSocket
 from executions.models import Execution
 
@@ -192,7 +192,7 @@ class LiveConsumer(GroupSocket):
         execution_id, step = message.get("execution_id"), message.get("transition_id")
         # A transition id names one change: any load for it is recent enough.
         fresh = (
-            {} if step is not None else {"fresh_after": time.monotonic(), "gather": fanout.GATHER}
+            {} if step is not None else {"fresh_after": _arrived(message), "gather": fanout.GATHER}
         )
         if self.page == "executions":
             row = await fanout.shared.get(
@@ -292,7 +292,7 @@ class LiveConsumer(GroupSocket):
             return
         # The same approval can send the same message twice (a second vote): only a load that
         # began after this message arrived is known to include its change.
-        fresh = {"fresh_after": time.monotonic(), "gather": fanout.GATHER}
+        fresh = {"fresh_after": _arrived(message), "gather": fanout.GATHER}
         content = fanout.message_key(message)
         approval_id = message.get("approval_id")
         try:
@@ -347,6 +347,12 @@ class LiveConsumer(GroupSocket):
         """The channel layer came back after an outage: messages may have been lost, so the
         page reconnects, and catches up from its position like after any drop."""
         await self.close(code=RESYNC)
+
+
+def _arrived(message: dict[str, Any]) -> float:
+    """When the message reached this process: stamped once by the layer's fan-out for all its
+    sockets, else now (a socket that had it queued)."""
+    return message.get(ARRIVED) or time.monotonic()
 
 
 def _in_workspace(model: Any, object_id: Any, workspace_id: Any) -> Any:

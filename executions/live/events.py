@@ -49,7 +49,7 @@ def send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    if _needs_own_loop():
+    if getattr(layer, "publish_off_thread", False) or _needs_own_loop():
         _publisher().submit(layer, group, message)
         return
     try:

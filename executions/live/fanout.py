@@ -73,6 +73,9 @@ class Shared:
         self.max_entries = max_entries
         self.entries: OrderedDict[Hashable, Flight] = OrderedDict()
         self.made = 0  # how many loads/renders ran (tests and benchmarks read it)
+        # Loads under way: the process's fan-out waits for them before it hands the message
+        # to the next sockets, which then find the result ready (executions.live.layer).
+        self.running: set[asyncio.Task] = set()
 
     async def get(
         self,
@@ -102,9 +105,13 @@ class Shared:
         ):
             flight = Flight(loop)
             flight.task = loop.create_task(self._run(key, make, flight, gather))
+            self.running.add(flight.task)
+            flight.task.add_done_callback(self.running.discard)
             self.made += 1
             self.entries[key] = flight
             self.entries.move_to_end(key)
+        if flight.task.done():  # the common case in a fan-out: no future, no suspension
+            return flight.task.result()
         # A socket that closes while waiting must not cancel the load the others await.
         return await asyncio.shield(flight.task)
 
@@ -134,8 +141,20 @@ shared = Shared()
 
 
 def message_key(message: dict[str, Any]) -> tuple:
-    """A message's content as a hashable key (its values are ids, strings and numbers)."""
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in message.items()))
+    """A message's content as a hashable key (its values are ids, strings and numbers; keys
+    the process added, like the layer's arrival time, start with "_" and are left out)."""
+    key = tuple(sorted((k, v) for k, v in message.items() if not k.startswith("_")))
+    try:
+        hash(key)
+        return key
+    except TypeError:  # an unhashable or unorderable value (a stream event's data)
+        return tuple(
+            sorted(
+                (k, json.dumps(v, sort_keys=True))
+                for k, v in message.items()
+                if not k.startswith("_")
+            )
+        )
 
 
 # --- list rows ---------------------------------------------------------------------------------

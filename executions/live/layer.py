@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
@@ -30,6 +32,7 @@ logger = logging.getLogger("steward.events")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 RETRY_SECONDS = 0.5
 RESYNC = {"type": "live.resync"}
+ARRIVED = "_arrived"  # a key the fan-out adds to a message (never sent over Redis)
 
 
 class Shard(RedisSingleShardConnection):
@@ -57,6 +60,20 @@ class Shard(RedisSingleShardConnection):
                 logger.exception("unexpected error in the channel layer's receive loop")
                 await asyncio.sleep(1)
 
+    def _receive_message(self, message: Any) -> None:
+        """As channels-redis, but a group message for this process's live sockets goes to the
+        layer's fan-out (LoopLayer.fan_out) as one item, not one queue entry per socket."""
+        if message is None:
+            return
+        name, data = message["channel"], message["data"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        if name in layer.channels:
+            layer.channels[name].put_nowait(data)
+        elif name in layer.groups:
+            layer.fan_out(layer.groups[name], data)
+
     def _recovered(self) -> None:
         """Subscribed again (redis-py re-subscribes on reconnect): tell every local socket."""
         self.lost = False
@@ -68,9 +85,63 @@ class Shard(RedisSingleShardConnection):
 
 
 class LoopLayer(RedisPubSubLoopLayer):
+    """The layer of one event loop, with a fan-out for the live sockets on it.
+
+    A group message reaches every socket of the group in this process. channels-redis puts it
+    on each socket's queue; each socket's task then wakes, decodes the same bytes and runs its
+    handler, which waits for the process's one render of the change and wakes again: at 500
+    sockets a process, that per-socket path was most of a server's time. Here a socket that
+    registered (`fast`) and is idle gets the message decoded once, its handler run at once in
+    an eager task that finishes without being scheduled when nothing has to wait; the first
+    socket of a page kind starts the render and the fan-out waits for it, so the next sockets
+    find it ready. A socket that is busy (a handler still running, messages queued) gets the
+    message on its queue as before, so each socket still handles its messages in order."""
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._shards = [Shard(shard.host, self) for shard in self._shards]
+        self.fast: dict[str, Any] = {}  # channel name -> a GroupSocket (executions.live.socket)
+        self._fan_queue: asyncio.Queue | None = None
+        self._fan_task: asyncio.Task | None = None
+
+    def fan_out(self, names: Any, data: bytes) -> None:
+        if not self.fast:
+            for name in names:
+                if name in self.channels:
+                    self.channels[name].put_nowait(data)
+            return
+        if self._fan_task is None or self._fan_task.done():
+            self._fan_queue = asyncio.Queue()
+            self._fan_task = asyncio.ensure_future(self._fan_out_loop())
+        self._fan_queue.put_nowait((tuple(names), data))
+
+    async def _fan_out_loop(self) -> None:
+        while True:
+            names, data = await self._fan_queue.get()
+            try:
+                await self._fan_out_one(names, data)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the fan-out
+                logger.exception("live fan-out failed")
+
+    async def _fan_out_one(self, names: tuple, data: bytes) -> None:
+        message = None
+        for name in names:
+            queue = self.channels.get(name)
+            if queue is None:
+                continue
+            socket = self.fast.get(name)
+            if socket is None or not queue.empty() or not socket.idle():
+                queue.put_nowait(data)
+                continue
+            if message is None:
+                message = self.channel_layer.deserialize(data)
+                # When it reached the process (after its commit): a load that began later
+                # includes its change, so every socket shares one (fanout.Shared, `fresh_after`).
+                message[ARRIVED] = time.monotonic()
+            if not socket.take(message):
+                # It waits on something (a render under way, a slow client): let the
+                # renders finish before the next sockets, which then find them ready.
+                await socket.settle()
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         try:
@@ -82,6 +153,12 @@ class LoopLayer(RedisPubSubLoopLayer):
 
 class PubSubLayer(RedisPubSubChannelLayer):
     """RedisPubSubChannelLayer whose per-loop layers use `Shard`."""
+
+    # Sync code (a view's commit hooks) publishes through events' publisher thread, not with
+    # async_to_sync on the server's loop: the Approve POST no longer waits, send after send,
+    # behind the loop's fan-out of the very messages it just published (a layer per loop, so
+    # the thread's loop has its own connection).
+    publish_off_thread = True
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from asyncio import FIRST_COMPLETED
 from functools import partial
 from typing import Any
@@ -23,13 +24,18 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from channels.sessions import InstanceSessionWrapper
 
-from executions.live import events
+from executions.live import events, fanout
 from executions.live.layer import OUTAGE_ERRORS
+
+logger = logging.getLogger("steward.live")
 
 # The channel layer (Redis) is away: the page retries later (the htmx ws extension reconnects
 # after 1012/1013) and then re-syncs from its position.
 TRY_AGAIN_LATER = 1013
+INTERNAL_ERROR = 1011
+SETTLE_SECONDS = 1.0
 
 
 class GroupSocket(AsyncWebsocketConsumer):
@@ -52,6 +58,11 @@ class GroupSocket(AsyncWebsocketConsumer):
         self.channel_name = await self.channel_layer.new_channel()
         self.channel_receive = partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
+        self._frame_send = _innermost(send)
+        self._taken: asyncio.Task | None = None  # a message the layer handed over directly
+        self._handling = False  # the queue loop is running a handler
+        fast = getattr(self.channel_layer, "_get_layer", None)
+        fast = getattr(fast(), "fast", None) if fast is not None else None
         group_loop: asyncio.Task | None = None
         try:
             while True:
@@ -64,17 +75,66 @@ class GroupSocket(AsyncWebsocketConsumer):
                 await self.dispatch(await incoming)
                 if group_loop is None:
                     group_loop = asyncio.ensure_future(self._group_messages())
+                    if fast is not None:  # the layer's fan-out (executions.live.layer)
+                        fast[self.channel_name] = self
         except StopConsumer:
             pass
         finally:
-            if group_loop is not None:
-                group_loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await group_loop
+            if fast is not None:
+                fast.pop(self.channel_name, None)
+            for task in (group_loop, self._taken):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def _group_messages(self) -> None:
         while True:
-            await self.dispatch(await self.channel_receive())
+            message = await self.channel_receive()
+            self._handling = True
+            try:
+                if self._taken is not None and not self._taken.done():
+                    await asyncio.wait({self._taken})  # it came first: keep the order
+                await self.dispatch(message)
+            finally:
+                self._handling = False
+
+    # --- the layer's fan-out (executions.live.layer.LoopLayer) -------------------------------
+
+    def idle(self) -> bool:
+        """Nothing of this socket's is being handled: a new message may be handled at once."""
+        return not self._handling and (self._taken is None or self._taken.done())
+
+    def take(self, message: dict[str, Any]) -> bool:
+        """Handle a group message now, in an eager task: it runs to its end here unless it has
+        to wait. Returns whether it finished."""
+        task = asyncio.Task(self._take(message), loop=asyncio.get_running_loop(), eager_start=True)
+        if task.done():
+            return True
+        self._taken = task
+        return False
+
+    async def _take(self, message: dict[str, Any]) -> None:
+        try:
+            await self.dispatch(message)
+        except Exception:  # noqa: BLE001 - as a failure in the queue loop: the socket ends
+            logger.exception("live socket handler failed; closing the socket")
+            await self.close(code=INTERNAL_ERROR)
+
+    async def settle(self) -> None:
+        """Wait until the renders under way are done (bounded: a slow client must not hold
+        the fan-out back), so the next sockets find them ready."""
+        running = fanout.shared.running
+        if running:
+            await asyncio.wait(set(running), timeout=SETTLE_SECONDS)
+
+    async def send(self, text_data: Any = None, bytes_data: Any = None, close: Any = False) -> None:
+        """A frame goes straight to the server's websocket: the session middleware's send
+        wrapper only acts on HTTP responses, yet read the session's state for every frame."""
+        if text_data is not None and not close:
+            await self._frame_send({"type": "websocket.send", "text": text_data})
+        else:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its `aclose_old_connections()` before every message (see
@@ -83,3 +143,12 @@ class GroupSocket(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+
+def _innermost(send: Any) -> Any:
+    """The server's own `send` under Channels' session middleware wrappers (`real_send`)."""
+    owner = getattr(send, "__self__", None)
+    while isinstance(owner, InstanceSessionWrapper):
+        send = owner.real_send
+        owner = getattr(send, "__self__", None)
+    return send
