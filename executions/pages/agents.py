@@ -19,6 +19,7 @@ from executions.forms import SchemaForm
 from executions.models import Role
 from executions.pages.base import actor, base_context, htmx_redirect, page, require_role
 from executions.pages.forms import RunOptionsForm
+from executions.pages.timing import attach_times
 
 
 @page
@@ -80,7 +81,7 @@ def agent_detail(request: HttpRequest, agent_id: str) -> HttpResponse:
             "chosen": chosen,
             "definition": _definition_text(chosen) if chosen else "",
             "form": form,
-            "recent": list(recent),
+            "recent": attach_times(list(recent)),
         }
     )
     if request.htmx and request.method == "POST":

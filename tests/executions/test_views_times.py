@@ -51,7 +51,9 @@ def test_list_overview_and_detail_show_time_running_with_waits_apart(viewer, age
     listed = _cell(page.get("/executions/").content.decode(), execution.pk)
     recent = _recent(page.get("/").content.decode(), execution.pk)
     live = _cell(row_html(Execution.objects.get(pk=execution.pk), upsert=False), execution.pk)
-    for cell in (listed, recent, live):
+    agent_page = page.get(f"/agents/{agent.pk}/").content.decode()
+    on_agent = agent_page.split(f"/executions/{execution.pk}/", 1)[1].split("</tr>", 1)[0]
+    for cell in (listed, recent, live, on_agent):
         assert ">5.0 s<" in cell  # 35 s start to end, less the 30 s wait
         assert "+ 30.0 s waiting" in cell
         assert "35.0 s" not in cell
