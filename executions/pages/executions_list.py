@@ -61,6 +61,9 @@ def execution_list(request: HttpRequest) -> HttpResponse:
         errors.append({"field": "cursor", "message": exc.message})
         result = selectors.execution_page_ordered(qs, ordering=ordering, cursor=None, limit=50)
         cursor = None
+    if cursor is None and request.GET.get("fragment") != "rows":
+        # The first page says how many runs match: exact up to COUNT_CAP, then "10,000+".
+        result.total, result.exact = selectors.count_capped(qs)
     attach_times(result.items)  # one meaning of a run's time: running, waits apart
     query = _list_query(request)
     more_url = None

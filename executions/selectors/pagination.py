@@ -121,6 +121,13 @@ def paginate(qs: QuerySet, *, page: int, limit: int, exact: bool = False) -> Pag
     return Page(items=items, total=offset + COUNT_CAP, page=page, limit=limit, exact=False)
 
 
+def count_capped(qs: QuerySet) -> tuple[int, bool]:
+    """How many rows `qs` holds, counting at most COUNT_CAP + 1 of them: (n, exact). A list
+    that shows its size says "10,000+" past the cap instead of counting a million rows."""
+    counted = qs.order_by()[: COUNT_CAP + 1].count()
+    return (counted, True) if counted <= COUNT_CAP else (COUNT_CAP, False)
+
+
 def encode_cursor(execution: Execution) -> str:
     return base64.urlsafe_b64encode(str(execution.pk).encode()).decode().rstrip("=")
 
