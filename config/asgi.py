@@ -16,13 +16,15 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_app = get_asgi_application()
 
 from executions import routing  # noqa: E402
+from executions.api.handler import ApiHandler  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
 from executions.middleware import DepartedClientGuard  # noqa: E402
 
 application = EmbeddedWorkerLifespan(
     ProtocolTypeRouter(
         {
-            "http": DepartedClientGuard(django_app),
+            # API calls skip the dashboard's middleware and Django's per-request thread.
+            "http": DepartedClientGuard(ApiHandler(fallback=django_app)),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
             ),

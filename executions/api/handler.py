@@ -1,0 +1,181 @@
+"""The API's own ASGI handler: a sync API call costs one thread hop, not five, and no thread.
+
+Measured (docs/performance.md, "API"): under Django's ASGIHandler a sync API call started a
+thread per request (ThreadSensitiveContext) and a second one to join it, hopped between the
+event loop and that thread five times (request_started, the sync middleware, the async
+`AxesMiddleware`, the sync view, the response's close), spooled its body to a temporary file,
+and ran a task listening for a disconnect; and it went through the dashboard's middleware
+(sessions, CSRF, auth, messages, htmx, axes, WhiteNoise), which an API call does not use.
+
+Here a call to an API face (`/api/`, `/julep`, `/moderately`, `/discuro`) whose view is sync
+runs, in one hop onto a long-lived thread ("lane") leased for the request: request_started,
+the API's middleware (the project's MIDDLEWARE minus DASHBOARD_ONLY: security headers, rate
+limit, CSP, common, X-Frame-Options, body size limit, in the same order), the view, and the
+response's close (request_finished: the database connection goes back to the pool). A lane
+runs one request at a time, so thread-sensitive code keeps its thread for the whole request,
+and API_THREADS lanes per process overlap their database and Redis waits.
+
+API calls to async views (creates, which may wait for the result; long polls; streams) go
+through Django's own ASGI handling over the same API middleware, on a lane when one is free
+(no thread started per request). Everything else goes to Django's handler with the full
+middleware, as before: the dashboard, the OpenAPI document and its page (their CSP nonce),
+paths that resolve to nothing (404s, APPEND_SLASH) and bodies over the size limit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.test.utils import override_settings
+from django.urls import Resolver404, get_resolver, set_script_prefix
+
+logger = logging.getLogger("steward.http")
+
+API_PREFIXES = ("/api/", "/julep", "/moderately", "/discuro")
+# Served by Django's handler: the docs page carries a CSP nonce the full chain adds.
+SLOW_PATHS = ("/api/v1/docs", "/api/v1/openapi.json")
+# Middleware an API call does not need: it authenticates by key, not by session or cookie,
+# renders no page and sends no message; static files are not under the API's prefixes.
+DASHBOARD_ONLY = frozenset(
+    {
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django_htmx.middleware.HtmxMiddleware",
+        "axes.middleware.AxesMiddleware",
+    }
+)
+MATCH = "steward.resolver_match"
+
+
+def api_middleware() -> list[str]:
+    return [name for name in settings.MIDDLEWARE if name not in DASHBOARD_ONLY]
+
+
+class AsyncApiHandler(ASGIHandler):
+    """Django's ASGI handler over the API's middleware: for API calls to async views."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        with override_settings(MIDDLEWARE=api_middleware()):
+            super().load_middleware(is_async=is_async)
+
+
+class ApiHandler(ASGIHandler):
+    """Sync API calls on leased lanes through the API's middleware; async API views through
+    AsyncApiHandler, on a lane too when one is free; the rest to `fallback`."""
+
+    def __init__(self, fallback) -> None:
+        self.fallback = fallback
+        self.async_api = AsyncApiHandler()
+        self.lanes_max = max(1, int(getattr(settings, "API_THREADS", 8)))
+        self._idle: deque[ThreadPoolExecutor] = deque()
+        self._made = 0
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # One sync chain (no sync/async adapters between middleware): the lane runs it whole.
+        with override_settings(MIDDLEWARE=api_middleware()):
+            super().load_middleware(is_async=False)
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = self._match(scope)
+        if match is None:
+            return await self.fallback(scope, receive, send)
+        if iscoroutinefunction(match.func):
+            # Its sync parts run on a lane; a view that waits long (a long poll, `sync: true`)
+            # holds it meanwhile, and requests that find every lane busy get a fresh thread.
+            lane = self._lease()
+            try:
+                async with (
+                    ThreadSensitiveContext(executor=lane) if lane else ThreadSensitiveContext()
+                ):
+                    await self.async_api.handle(scope, receive, send)
+            finally:
+                if lane is not None:
+                    self._idle.append(lane)
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            return  # the client left before sending its request
+        lane = self._lease()
+        try:
+            async with ThreadSensitiveContext(executor=lane) if lane else ThreadSensitiveContext():
+                scope = {**scope, MATCH: match}
+                response = await sync_to_async(self._serve, thread_sensitive=True)(scope, body)
+                await self.send_response(response, send)
+                if response.streaming:
+                    await sync_to_async(response.close, thread_sensitive=True)()
+        finally:
+            if lane is not None:
+                self._idle.append(lane)
+
+    def _match(self, scope):
+        """The URL match when this is an API view we serve, else None."""
+        path = scope["path"]
+        if scope["type"] != "http" or not path.startswith(API_PREFIXES):
+            return None
+        if path.startswith(SLOW_PATHS) or scope.get("root_path"):
+            return None
+        length = 0
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return None
+        if length > settings.MAX_REQUEST_BODY_BYTES:
+            return None  # Django's handler answers 413 without reading it
+        try:
+            match = get_resolver().resolve(path)
+        except Resolver404:
+            return None
+        return match
+
+    async def _read_body(self, receive) -> bytes | None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _lease(self) -> ThreadPoolExecutor | None:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        if self._made >= self.lanes_max:
+            return None  # all busy: this request gets a thread of its own, as Django does
+        self._made += 1
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-lane")
+
+    def _serve(self, scope, body: bytes):
+        """On the lane: the whole request, closed before it is sent unless it streams."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, io.BytesIO(body))
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+        if not response.streaming:
+            response.close()
+        return response
+
+    def resolve_request(self, request):
+        # Resolved once already, to tell a sync view from an async one.
+        match = request.scope.get(MATCH)
+        if match is None:
+            return super().resolve_request(request)
+        request.resolver_match = match
+        return match
