@@ -77,6 +77,23 @@ APPROVAL_WORKFLOW = {
 _T0 = time.monotonic()
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by the server: its master and every worker.
+    Unlike latency, CPU per delivery barely moves with what else runs on the machine."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def progress(text: str) -> None:
     """Progress on stderr, so stdout carries only the JSON lines."""
     print(f"[{time.monotonic() - _T0:6.1f}s] {text}", file=sys.stderr, flush=True)
@@ -525,12 +542,22 @@ async def run_phase(
         if clients.closed_early:
             raise SystemExit(f"{clients.closed_early} websockets were closed by the server")
         # Approvals first, one at a time, on an otherwise idle server; then the commit stream.
+        cpu = server_cpu_s(args.server_pid)
         approvals, clicks = await measure_approvals(
             clients, base, session, csrf, ids["approvals"], args
         )
         progress(f"{approvals['approvals']} approvals measured")
         await asyncio.sleep(3.0)  # let the last approval's fan-out finish
+        cpu, used = server_cpu_s(args.server_pid), server_cpu_s(args.server_pid) - cpu
+        approvals["server_cpu_ms_per_approval"] = round(
+            1000 * used / max(1, approvals["approvals"]), 1
+        )
         commits = await measure_commits(clients, env, args, ids)
+        used = server_cpu_s(args.server_pid) - cpu
+        # Per (commit, client) delivery: the server's whole CPU over the commit stream (the
+        # renders, the fan-out and the sends) divided by what reached the clients.
+        commits["server_cpu_us_per_delivery"] = round(1e6 * used / max(1, commits["received"]), 1)
+        commits["server_cpu_ms_per_commit"] = round(1000 * used / max(1, commits["commits"]), 1)
         commits["connect_s"] = round(connect_s, 2)
         progress(f"{commits['commits']} commits measured")
         commits["closed_by_server"] = approvals["closed_by_server"] = clients.closed_early
@@ -652,6 +679,7 @@ def main() -> None:
             env,
             "worker.log",
         )
+        args.server_pid = server.pid
         wait_http(f"{base}/healthz", server)
         wait_log(LOG_DIR / "worker.log", "started", worker)
         progress("server (2 uvicorn workers) and worker up")
