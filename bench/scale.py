@@ -175,10 +175,13 @@ SELECT e.id, e.workspace_id, e.id, 'main[1]', 'step', 'Refund ' || (e.input->>'a
 FROM executions_execution e WHERE e.status = 'awaiting_approval'
 """
 
+# As retention leaves them: hours for the last days, one row per day before (rollups.FOLD_AFTER).
 ROLLUP = """
 INSERT INTO executions_executionrollup
   (workspace_id, agent_id, status, hour, shard, count, costed, cost, duration_ms)
-SELECT workspace_id, agent_id, status, date_trunc('hour', created_at), 0, count(*),
+SELECT workspace_id, agent_id, status,
+  CASE WHEN created_at < date_trunc('day', now() - interval '3 days')
+       THEN date_trunc('day', created_at) ELSE date_trunc('hour', created_at) END, 0, count(*),
   count(*) FILTER (WHERE cost > 0), coalesce(sum(cost) FILTER (WHERE cost > 0), 0),
   coalesce(sum(duration_ms), 0)
 FROM executions_execution WHERE status IN ('completed','failed','cancelled','rejected')

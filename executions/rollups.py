@@ -1,15 +1,23 @@
 """Per-hour rollups of ended executions (ExecutionRollup): the lifecycle adds each run as it
 ends, in the same transaction, and retention takes out what it purges. The stats selectors read
-them (executions/selectors/stats.py)."""
+them (executions/selectors/stats.py).
+
+Hours older than FOLD_AFTER are folded into one row per (workspace, agent, status, day) by
+retention (`rollup_fold`), so "all time" reads ~50 rows per agent and status per day kept
+instead of ~24 x 4 shards. A day row is keyed at midnight UTC; a run ending late in a folded
+day just starts a new hour row beside it (readers only ever sum rows). Readers ask for hours
+only for windows that start within HOURLY_WINDOW, where nothing is folded yet."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncHour
+from django.db.models.functions import TruncDate, TruncHour
+from django.utils import timezone
 
 from executions.models import Execution, ExecutionRollup
 
@@ -18,6 +26,8 @@ TERMINAL = ("completed", "failed", "cancelled", "rejected")
 
 
 ROLLUP_SHARDS = 4
+FOLD_AFTER = timedelta(days=3)  # hour rows of days ended before now - this fold into days
+HOURLY_WINDOW = timedelta(days=2)  # windows starting after now - this may read hours
 
 
 def count_ended(execution: Execution, *, status: str, created_at: Any, updates: dict) -> None:
@@ -84,3 +94,42 @@ def rollup_forget(execution_ids: list[Any]) -> None:
             cost=-(row["total"] or 0),
             duration_ms=-(row["ms"] or 0),
         )
+
+
+def rollup_fold(*, now: datetime | None = None) -> int:
+    """Fold the hour rows of each day that ended before now - FOLD_AFTER into that day's row
+    (midnight UTC, shard 0), one day per transaction; returns the rows folded away. The rows
+    are locked first, so a run ending meanwhile either lands before the fold (and is summed)
+    or finds its hour row gone and starts a new one."""
+    boundary = midnight((now or timezone.now()) - FOLD_AFTER)
+    loose = ExecutionRollup.objects.filter(hour__lt=boundary).filter(
+        ~Q(hour__hour=0) | Q(shard__gt=0)
+    )
+    days = sorted(set(loose.annotate(day=TruncDate("hour")).values_list("day", flat=True)))
+    folded = 0
+    for day in days:
+        start = datetime(day.year, day.month, day.day, tzinfo=boundary.tzinfo)
+        with transaction.atomic():
+            rows = list(
+                ExecutionRollup.objects.select_for_update()
+                .filter(hour__gte=start, hour__lt=start + timedelta(days=1))
+                .filter(~Q(hour__hour=0) | Q(shard__gt=0))
+            )
+            sums: dict[tuple, dict[str, Any]] = {}
+            for row in rows:
+                into = sums.setdefault(
+                    (row.workspace_id, row.agent_id, row.status),
+                    {"count": 0, "costed": 0, "cost": Decimal(0), "duration_ms": 0},
+                )
+                for field in into:
+                    into[field] += getattr(row, field)
+            ExecutionRollup.objects.filter(pk__in=[row.pk for row in rows]).delete()
+            for (workspace_id, agent_id, status), amounts in sums.items():
+                rollup_add(workspace_id=workspace_id, agent_id=agent_id, status=status,
+                           hour=start, **amounts)  # fmt: skip
+        folded += len(rows)
+    return folded
+
+
+def midnight(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)

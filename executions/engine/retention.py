@@ -61,6 +61,7 @@ def purge(*, now: Any = None, batch: int = 1000, dry_run: bool = False) -> dict[
             created_at__lt=stale, execution__status__in=TERMINAL
         ).delete()[0]
         counts["tasks"] = _prune_task_rows(now - TASK_ROWS_KEPT)
+        counts["rollups_folded"] = rollups.rollup_fold(now=now)
     if counts["executions"]:
         logger.info("retention: purged %d execution(s)", counts["executions"])
     return counts

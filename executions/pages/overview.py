@@ -29,7 +29,11 @@ def overview(request: HttpRequest) -> HttpResponse:
                                                                 since=now - timedelta(hours=24)),
                                      now=now)  # fmt: skip
     context["cost_chart"] = cost_chart(
-        selectors.execution_daily_cost(workspace=workspace, since=now - timedelta(days=7)),
+        # From midnight six days ago: the chart's seven whole days, read from day rollups.
+        selectors.execution_daily_cost(
+            workspace=workspace,
+            since=now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6),
+        ),
         now=now,
     )
     context["percentiles"] = selectors.execution_duration_percentiles(

@@ -17,7 +17,9 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window
 from django.db.models.functions import RowNumber, TruncDate, TruncHour
+from django.utils import timezone
 
+from executions import rollups
 from executions.lifecycle import ACTIVE, ALL_STATUSES, TERMINAL
 from executions.models import Agent, Execution, ExecutionRollup, Workspace
 
@@ -41,12 +43,17 @@ _EXECUTION_KEYS = {
 def _counts(*, workspace: Workspace, since: datetime | None, by: tuple[str, ...]) -> list[dict]:
     """Rows of `by` plus n (runs), costed (runs with a cost above 0) and cost, over the
     executions created since `since` (all of them when None)."""
-    whole = _next_hour(since) if since else None
-    rollups = ExecutionRollup.objects.filter(workspace=workspace)
+    whole = None
+    if since is not None:
+        # Past HOURLY_WINDOW old hours may be folded into days: whole days then, and the
+        # executions of the partial first day counted live.
+        recent = since >= timezone.now() - rollups.HOURLY_WINDOW
+        whole = _next_hour(since) if recent else _next_day(since)
+    hours = ExecutionRollup.objects.filter(workspace=workspace)
     if whole is not None:
-        rollups = rollups.filter(hour__gte=whole)
+        hours = hours.filter(hour__gte=whole)
     parts = [
-        rollups.annotate(**{f"k_{k}": _ROLLUP_KEYS[k] for k in by})
+        hours.annotate(**{f"k_{k}": _ROLLUP_KEYS[k] for k in by})
         .values(*[f"k_{k}" for k in by])
         .annotate(n=Sum("count"), costed=Sum("costed"), total=Sum("cost"))
         .order_by()
@@ -78,6 +85,11 @@ def _grouped(executions: Any, by: tuple[str, ...]) -> Any:
         .annotate(n=Count("id"), costed=Count("id", filter=Q(cost__gt=0)), total=Sum("cost"))
         .order_by()
     )
+
+
+def _next_day(moment: datetime) -> datetime:
+    floor = rollups.midnight(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
 
 
 def _next_hour(moment: datetime) -> datetime:
