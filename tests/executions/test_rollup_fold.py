@@ -51,9 +51,9 @@ def history(agent):
     now = timezone.now()
     for days in (10, 9, 5):
         for hour in (1, 7, 13, 22):
+            created = rollups.midnight(now - timedelta(days=days)) + timedelta(hours=hour)
             for status in ("completed", "failed", "cancelled"):
-                ended_at(agent, rollups.midnight(now - timedelta(days=days)) + timedelta(hours=hour),
-                         status)  # fmt: skip
+                ended_at(agent, created, status)
     ended_at(agent, now - timedelta(hours=3))
     ended_at(agent, now - timedelta(minutes=10), "failed")
     return now
