@@ -8,8 +8,14 @@ allowed). The counter is `limits`' sliding window counter, kept in Redis when RE
 
 Cheap on purpose: it runs before sessions and authentication, reads the key from the headers
 without looking it up (the counter is keyed by a hash of the presented key, never the key), and
-costs one Redis round trip; a refused call costs a second one to tell the client when to come
-back (`Retry-After`, whole seconds, which every SDK we speak parses).
+most calls cost no Redis round trip: after the shared counter admits a call, the process may
+admit up to LOCAL_BATCH more calls of the same key on its own for LOCAL_SECONDS, then adds
+them to the shared counter with the next call's hit (one round trip for the lot). The batch is
+a fiftieth of the limit (none for limits under 50, which are counted exactly), and a key
+that has been refused is counted exactly for a window, so N processes can overshoot a limit by
+at most N batches a window. A refused call
+costs a second round trip to tell the client when to come back (`Retry-After`, whole seconds,
+which every SDK we speak parses).
 
 If Redis is unreachable the limit is not enforced (fail open: the API matters more than its
 throttle) and the outage is logged once, as is the recovery; meanwhile Redis is only retried
@@ -38,6 +44,12 @@ logger = logging.getLogger("steward.ratelimit")
 OFF = {"", "0", "off", "none", "false", "no"}
 # After a storage failure, skip the storage (allow) for this long before trying it again.
 RETRY_STORAGE_SECONDS = 5.0
+# Calls a process may admit on its own after a shared hit: a fiftieth of the limit, at most
+# LOCAL_BATCH_MAX, for at most LOCAL_SECONDS (see the module's docstring).
+LOCAL_SHARE = 50
+LOCAL_BATCH_MAX = 100
+LOCAL_SECONDS = 1.0
+LOCAL_KEYS_MAX = 10_000
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -130,24 +142,54 @@ class Limiter:
             options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
         self.storage = storage.storage_from_string(uri, **options)
         self.strategy = strategies.SlidingWindowCounterRateLimiter(self.storage)
+        self.batch = min(LOCAL_BATCH_MAX, self.item.amount // LOCAL_SHARE)
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._skip_until = 0.0
+        # who -> [calls admitted here and not yet counted, calls still allowed here, until,
+        # no local calls until] (after a refusal the key is counted exactly for a window)
+        self._local: dict[str, list] = {}
 
     def check(self, who: str) -> int | None:
         """None when the call may go ahead, else the seconds to wait."""
-        if self._skip_until and time.monotonic() < self._skip_until:
+        now = time.monotonic()
+        if self._skip_until and now < self._skip_until:
             return None
+        pending = 0
+        exact_until = 0.0
+        if self.batch:
+            with self._lock:
+                state = self._local.get(who)
+                if state is not None:
+                    if state[1] > 0 and now < state[2]:
+                        state[0] += 1
+                        state[1] -= 1
+                        return None
+                    pending, exact_until = state[0], state[3]
+                    state[0] = state[1] = 0
         try:
-            if self.strategy.hit(self.item, "api", who):
+            if self.strategy.hit(self.item, "api", who, cost=pending + 1):
                 self._recovered()
+                if self.batch:
+                    allowed = self.batch if now >= exact_until else 0
+                    self._remember(who, [0, allowed, now + LOCAL_SECONDS, exact_until])
                 return None
+            if pending:  # the calls admitted here still count, though this one is refused
+                self.strategy.hit(self.item, "api", who, cost=pending)
+            if self.batch:
+                self._remember(who, [0, 0, now, now + self.item.get_expiry()])
             stats = self.strategy.get_window_stats(self.item, "api", who)
         except Exception as exc:  # noqa: BLE001 - any storage failure: allow, log once
             self._failed(exc)
             return None
         self._recovered()
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def _remember(self, who: str, state: list) -> None:
+        with self._lock:
+            if len(self._local) >= LOCAL_KEYS_MAX:
+                self._local.clear()
+            self._local[who] = state
 
     def _failed(self, exc: Exception) -> None:
         with self._lock:
