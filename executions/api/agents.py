@@ -160,13 +160,20 @@ async def agent_execute(request: HttpRequest, agent_id: Text, body: s.ExecuteIn)
 
 async def execute(request: HttpRequest, agent_ref: str, body: s.ExecuteIn) -> HttpResponse:
     """Shared by POST /agents/{id}/execute and POST /executions."""
+    if not body.sync:  # the common case: start and render in one trip to the sync thread
+        payload, created = await sync_to_async(start_out)(request, agent_ref, body)
+        return data(payload, status=201 if created else 200)
     execution, created = await sync_to_async(start)(request, agent_ref, body)
-    if body.sync:
-        execution = await follow.wait_settled(
-            execution.pk, timeout=settings.SYNC_EXECUTE_TIMEOUT_SECONDS
-        )
+    execution = await follow.wait_settled(
+        execution.pk, timeout=settings.SYNC_EXECUTE_TIMEOUT_SECONDS
+    )
     payload = await sync_to_async(serializers.execution_out)(execution)
     return data(payload, status=201 if created else 200)
+
+
+def start_out(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):
+    execution, created = start(request, agent_ref, body)
+    return serializers.execution_out(execution), created
 
 
 def start(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):

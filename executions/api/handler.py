@@ -76,10 +76,12 @@ class ApiHandler(ASGIHandler):
     def __init__(self, fallback) -> None:
         self.fallback = fallback
         self.async_api = AsyncApiHandler()
-        self.lanes_max = max(1, int(getattr(settings, "API_THREADS", 8)))
+        self.lanes_max = max(1, int(getattr(settings, "API_THREADS", 16)))
         self._idle: deque[ThreadPoolExecutor] = deque()
         self._made = 0
         super().__init__()
+        # Import the URLconf now, not on the event loop at the first call.
+        self.url_patterns = get_resolver().url_patterns
 
     def load_middleware(self, is_async: bool = False) -> None:
         # One sync chain (no sync/async adapters between middleware): the lane runs it whole.
