@@ -13,9 +13,17 @@ processes) on a scratch database (`steward_bench`, recreated each run):
 1. throughput: N trivial 3-step workflows (every step recorded) are queued, then W workers ×
    C threads start; executions/s from the workers' start until the last one completed, and the
    per-step overhead (median time a recorded step takes, end to end).
-2. idle latency: with the workers idle, executions are started one by one; p50/p95 of
-   completed_at − created_at (a worker must not sit out a polling interval).
-3. slow model: one worker process with a high concurrency runs prompt steps against a local
+2. idle latency: with the workers idle, executions are started one by one; p50/p95 from
+   before `execution_start()` to the moment this client receives the completion, as a client
+   would: the `execution.changed` message the worker publishes after its commit, received on
+   the workspace's channel group (Redis pub/sub) — an event, no polling interval in the figure
+   (Celery's figure is `delay()` → `get()`, whose result backend also answers by pub/sub).
+   `engine_latency_ms_*` is the engine's own part: completed_at − created_at as stamped.
+3. approve → running: a workflow parked on an approval is approved through the approvals
+   service (`approval_decide`, as a reviewer's request does); p50/p95 from before the call to
+   the recorded start of the step after the approval (`started_at`, same clock), and to this
+   client receiving the completion.
+4. slow model: one worker process with a high concurrency runs prompt steps against a local
    model server that takes 1 s per reply; the most executions it keeps in flight at once and
    its memory per execution in flight (RSS growth over the idle worker).
 """
@@ -30,10 +38,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.engine_parts import (  # noqa: E402 - after the path that makes `bench` importable
+    Watcher,
+    approve_to_running,
+    backend_pids,
+    cpu_seconds,
+    pct,
+    rss_kb,
+    scratch_database,
+    start_workers,
+    stop,
+    tree_rss_kb,
+    wait_ready,
+)
 
 # The peers' workload: step1 x = n*2, step2 y = x+1, step3 returns {"result": y}.
 THREE_STEPS = {
@@ -45,51 +66,6 @@ THREE_STEPS = {
 }
 
 
-def scratch_database(base_url: str, name: str) -> str:
-    import psycopg
-
-    url = urlparse(base_url)
-    admin = urlunparse(url._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunparse(url._replace(path=f"/{name}"))
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def tree_rss_kb(pid: int) -> int:
-    """RSS of a process and its children (Celery's prefork pool)."""
-    total = rss_kb(pid)
-    for child in Path("/proc").iterdir():
-        if not child.name.isdigit():
-            continue
-        try:
-            stat = (child / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            total += rss_kb(int(child.name))
-    return total
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-
-# The peers installed outside the venv (`uv pip install --target DIR "celery[redis]" dbos`),
-# when `uv sync` keeps removing the optional group from a shared venv.
 PEERS_SITE = os.environ.get("BENCH_PEERS_SITE", "")
 
 
@@ -185,60 +161,22 @@ def run_dbos(base_url: str, executions: int, samples: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def start_workers(env: dict, count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen]:
-    procs = []
-    for i in range(count):
-        log = (log_dir / f"worker-{i}.log").open("w")
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "worker",
-                    "--concurrency",
-                    str(concurrency),
-                    "--name",
-                    f"bench{i}",
-                    "--queues",
-                    "executions",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return procs
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    for i, _ in enumerate(procs):
-        log = log_dir / f"worker-{i}.log"
-        while "started" not in (log.read_text() if log.exists() else ""):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"worker {i} did not start: {log.read_text()}")
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--executions", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=40)
+    parser.add_argument("--approval-samples", type=int, default=30)
     parser.add_argument("--slow-executions", type=int, default=150)
     parser.add_argument("--slow-concurrency", type=int, default=100)
+    parser.add_argument(
+        "--slow-delay",
+        type=float,
+        default=1.0,
+        help="seconds per model reply; in flight = start rate x delay, so 1,000 in flight at "
+        "1 s per reply needs 1,000 starts/s: a longer delay measures the memory of 1,000",
+    )
     parser.add_argument("--peers", action="store_true", help="also run Celery and DBOS")
     parser.add_argument("--skip-slow", action="store_true", help="skip the slow-model part")
     args = parser.parse_args()
@@ -285,14 +223,22 @@ def main() -> None:
         services.execution_start(workspace=workspace, agent=agent, input={"n": n})
     procs = start_workers(env, args.workers, args.concurrency, log_dir)
     wait_ready(procs, log_dir)
+    worker_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+    backends: dict[int, float] = {pid: cpu_seconds(pid) for pid in backend_pids(database_url)}
     began = time.monotonic()
     peak_rss = 0
     while Execution.objects.filter(agent=agent, status="completed").count() < args.executions:
         peak_rss = max(peak_rss, sum(rss_kb(p.pid) for p in procs))
+        for pid in backend_pids(database_url):
+            backends.setdefault(pid, 0.0)  # a backend opened during the run starts at 0
         if time.monotonic() - began > 600:
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - began
+    # CPU per execution: survives a loaded machine better than executions/s. The database's
+    # figure includes this script's own polling queries (one count per 50 ms).
+    worker_cpu = sum(cpu_seconds(p.pid) for p in procs) - worker_cpu0
+    db_cpu = sum(cpu_seconds(pid) - before for pid, before in backends.items() if cpu_seconds(pid))
     done = Execution.objects.filter(agent=agent, status="completed").count()
     steps = Transition.objects.filter(execution__agent=agent, type="step")
     step_ms = [
@@ -306,22 +252,24 @@ def main() -> None:
     ]
 
     # 2. idle latency -------------------------------------------------------------------------
+    watcher = Watcher(workspace.pk)
     time.sleep(1.0)
-    latencies = []
+    latencies, engine_ms, missed = [], [], 0
     for n in range(args.latency_samples):
+        t0 = time.monotonic()
         execution, _ = services.execution_start(workspace=workspace, agent=agent, input={"n": n})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            row = (
-                Execution.objects.filter(pk=execution.pk)
-                .values("status", "completed_at", "created_at")
-                .first()
-            )
-            if row["status"] == "completed":
-                latencies.append((row["completed_at"] - row["created_at"]).total_seconds() * 1000)
-                break
-            time.sleep(0.002)
+        seen = watcher.wait(execution.pk, "completed")
+        if seen is None:
+            missed += 1
+        else:
+            latencies.append((seen - t0) * 1000)
+        row = Execution.objects.filter(pk=execution.pk).values("completed_at", "created_at")[0]
+        if row["completed_at"]:
+            engine_ms.append((row["completed_at"] - row["created_at"]).total_seconds() * 1000)
         time.sleep(0.1)  # let the workers go idle again
+
+    # 3. approve -> running -------------------------------------------------------------------
+    approve = approve_to_running(workspace, watcher, args.approval_samples)
     stop(procs)
 
     # 3. slow model: executions kept in flight by one worker process ---------------------------
@@ -338,10 +286,16 @@ def main() -> None:
         "completed": done,
         "seconds": round(elapsed, 2),
         "executions_per_sec": round(done / elapsed, 1) if elapsed else None,
+        "worker_cpu_ms_per_execution": round(worker_cpu * 1000 / done, 2) if done else None,
+        "db_cpu_ms_per_execution": round(db_cpu * 1000 / done, 2) if done else None,
         "step_overhead_ms_p50": pct(step_ms, 0.5),
         "run_ms_p50": pct(runs_ms, 0.5),
         "idle_latency_ms_p50": pct(latencies, 0.5),
         "idle_latency_ms_p95": pct(latencies, 0.95),
+        "idle_latency_missed": missed,
+        "engine_latency_ms_p50": pct(engine_ms, 0.5),
+        "engine_latency_ms_p95": pct(engine_ms, 0.95),
+        **approve,
         "peak_rss_mb": round(peak_rss / 1024, 1),
         **slow_figures,
     }
@@ -379,7 +333,10 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
     from executions.models import Execution
     from tests.executions.llm_servers import OpenAIServer
 
-    with OpenAIServer([{"content": "ok", "delay": 1.0}]) as server:
+    with OpenAIServer([{"content": "ok", "delay": args.slow_delay}]) as server:
+        # socketserver listens with a backlog of 5: a thousand calls at once would overflow it
+        # and wait out TCP's SYN retries (1 s, 3 s…), measuring the harness, not the worker.
+        server.httpd.socket.listen(4096)
         slow = services.agent_create(workspace=workspace, name="slow-model", type="workflow")
         services.agent_version_create(
             agent=slow,
@@ -420,6 +377,7 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         "slow_model_completed": slow_done,
         "slow_model_seconds": round(slow_seconds, 1),
         "slow_model_concurrency": args.slow_concurrency,
+        "slow_model_delay_s": args.slow_delay,
         "max_in_flight_one_process": peak_inflight,
         "worker_rss_idle_mb": round(idle_rss / 1024, 1),
         "worker_rss_peak_mb": round(peak_rss / 1024, 1),

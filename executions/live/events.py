@@ -180,11 +180,13 @@ def _publisher() -> _Publisher:
     return _publisher_instance
 
 
-def transition_committed(*, execution: Any, transition: Any) -> None:
+def transition_committed(*, execution: Any, transition: Any, publish: bool = True) -> None:
     """Called on commit by lifecycle: tell every interested group about the new transition.
 
     Built from the committed Transition itself (its seq, from/to status and time are exactly
-    what this change did), so publishing costs no extra query per transition.
+    what this change did), so publishing costs no extra query per transition. `publish=False`
+    (a step in the middle of a batch the engine wrote at once) runs the listeners only: the
+    batch's last entry is published and a page fills the seq gap by reading.
     """
     step = transition
     message = {
@@ -202,9 +204,10 @@ def transition_committed(*, execution: Any, transition: Any) -> None:
         "agent_id": str(execution.agent_id),
         "parent_id": str(execution.parent_id) if execution.parent_id else None,
     }
-    send(execution_group(execution.pk), message)
-    if message["status_changed"]:
-        send(workspace_executions_group(execution.workspace_id), message)
+    if publish:
+        send(execution_group(execution.pk), message)
+        if message["status_changed"]:
+            send(workspace_executions_group(execution.workspace_id), message)
     for listener in list(_listeners):
         try:
             listener(execution=execution, transition=step)

@@ -18,6 +18,7 @@ from approvals import notifications
 from executions.engine import queue, runner, wakeup
 from executions.engine.worker import Worker
 from executions.lifecycle import TERMINAL
+from executions.live import events
 from executions.models import Execution, ExecutionEvent
 
 from .engine_helpers import make_agent, start
@@ -142,3 +143,26 @@ def test_a_busy_worker_claims_a_sleeper_when_due_while_a_long_run_is_in_flight(w
         finally:
             worker.stop()
             thread.join(15)
+
+
+def test_a_batch_publishes_its_moves_and_last_entry_and_every_listener_hears_all(
+    workspace, monkeypatch
+):
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    sent: list[tuple[str, int | None]] = []
+    heard: list[int] = []
+    monkeypatch.setattr(
+        events, "send", lambda group, message: sent.append((group, message.get("seq")))
+    )
+    monkeypatch.setattr(
+        events, "_listeners", [lambda *, execution, transition: heard.append(transition.seq)]
+    )
+    runner.run(execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+    # init is seq 1; the run wrote start (2), three steps (3-5) and the finish (6) at once.
+    assert heard == [2, 3, 4, 5, 6]
+    own = [seq for group, seq in sent if group == events.execution_group(execution.pk)]
+    assert 3 not in own and 4 not in own and 5 not in own
+    assert 2 in own and 6 in own

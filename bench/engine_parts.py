@@ -1,0 +1,221 @@
+"""Parts of bench/engine.py: the processes it starts and measures (workers, their CPU and
+memory, the database's backends), the client that watches executions end (channel layer), and
+the approve → running case."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+APPROVE_THEN_STEPS = {
+    "main": [
+        {"approval": {"title": "Go on?"}},
+        {"evaluate": {"x": "$ inputs['n'] * 2"}},
+        {"return": {"result": "$ _['x']"}},
+    ]
+}
+
+
+class Watcher:
+    """Receives the workspace's `execution.changed` messages (the channel layer, as the
+    dashboard does) on a thread of its own and notes when each execution reached a status."""
+
+    def __init__(self, workspace_id) -> None:
+        self.group = f"workspace.{workspace_id}.executions"
+        self.seen: dict[tuple[str, str], float] = {}
+        self.cond = threading.Condition()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen(ready)), daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise SystemExit("could not subscribe to the channel layer")
+
+    async def _listen(self, ready: threading.Event) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(self.group, channel)
+        ready.set()
+        while True:
+            message = await layer.receive(channel)
+            if message.get("type") != "execution.changed":
+                continue
+            now = time.monotonic()
+            with self.cond:
+                self.seen.setdefault((message["execution_id"], message["status"]), now)
+                self.cond.notify_all()
+
+    def wait(self, execution_id, status: str, timeout: float = 10.0) -> float | None:
+        key = (str(execution_id), status)
+        with self.cond:
+            self.cond.wait_for(lambda: key in self.seen, timeout=timeout)
+            return self.seen.get(key)
+
+
+def scratch_database(base_url: str, name: str) -> str:
+    import psycopg
+
+    url = urlparse(base_url)
+    admin = urlunparse(url._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(url._replace(path=f"/{name}"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends serving the scratch database (the workers' pools)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    """RSS of a process and its children (Celery's prefork pool)."""
+    total = rss_kb(pid)
+    for child in Path("/proc").iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            stat = (child / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            total += rss_kb(int(child.name))
+    return total
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+# The peers installed outside the venv (`uv pip install --target DIR "celery[redis]" dbos`),
+# when `uv sync` keeps removing the optional group from a shared venv.
+def start_workers(env: dict, count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen]:
+    procs = []
+    for i in range(count):
+        log = (log_dir / f"worker-{i}.log").open("w")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "worker",
+                    "--concurrency",
+                    str(concurrency),
+                    "--name",
+                    f"bench{i}",
+                    "--queues",
+                    "executions",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    for i, _ in enumerate(procs):
+        log = log_dir / f"worker-{i}.log"
+        while "started" not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"worker {i} did not start: {log.read_text()}")
+            time.sleep(0.05)
+
+
+def approve_to_running(workspace, watcher: Watcher, samples: int) -> dict:
+    """Park `samples` executions on an approval one after another, approve each through the
+    approvals service as a reviewer, and time the worker picking it up again."""
+    from django.contrib.auth import get_user_model
+
+    from approvals import services as approval_services
+    from approvals.models import Approval
+    from executions import services
+    from executions.lifecycle import Actor
+    from executions.models import Transition
+
+    if samples <= 0:
+        return {}
+    user = get_user_model().objects.create_user(username="bench-reviewer", password="x")
+    services.membership_set(workspace=workspace, user=user, role="admin")
+    actor = Actor.for_user(user)
+    agent = services.agent_create(workspace=workspace, name="approve-then", type="workflow")
+    services.agent_version_create(agent=agent, config=APPROVE_THEN_STEPS)
+    agent.refresh_from_db()
+    to_step, to_done, missed = [], [], 0
+    for n in range(samples):
+        execution, _ = services.execution_start(workspace=workspace, agent=agent, input={"n": n})
+        if watcher.wait(execution.pk, "awaiting_approval") is None:
+            missed += 1
+            continue
+        approval = Approval.objects.get(execution_id=execution.pk, status="pending")
+        time.sleep(0.1)  # the worker is idle again, as when a reviewer comes by
+        t0, wall0 = time.monotonic(), datetime.now(UTC)
+        approval_services.approval_decide(approval=approval, actor=actor, decision="approve")
+        seen = watcher.wait(execution.pk, "completed")
+        if seen is None:
+            missed += 1
+            continue
+        to_done.append((seen - t0) * 1000)
+        step = Transition.objects.get(execution_id=execution.pk, step_path="main[1]", type="step")
+        to_step.append((step.started_at - wall0).total_seconds() * 1000)
+    return {
+        "approval_samples": samples,
+        "approve_to_next_step_ms_p50": pct(to_step, 0.5),
+        "approve_to_next_step_ms_p95": pct(to_step, 0.95),
+        "approve_to_done_seen_ms_p50": pct(to_done, 0.5),
+        "approve_to_done_seen_ms_p95": pct(to_done, 0.95),
+        "approval_missed": missed,
+    }
