@@ -15,6 +15,7 @@ from executions.lifecycle import Actor
 from executions.live import events
 from executions.live.follow import wait_settled_sync
 from executions.models import Execution
+from tests.browser.test_live_execution import wait_for_drop
 
 pytestmark = pytest.mark.browser
 
@@ -180,7 +181,7 @@ def test_a_filtered_list_has_no_htmx_errors_through_a_reconnect(open_page, demo,
     with page.expect_response(lambda r: "/executions/changes" in r.url) as caught:
         events.send(events.workspace_executions_group(owner.workspace.pk), {"type": "live.resync"})
     assert caught.value.status == 200
-    page.wait_for_function("window.__drops >= 1")
+    wait_for_drop(page)
     expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
     # The shown row caught up in place; the other run never reached the page.
     expect(page.locator(f"#exec-{shown.pk}")).to_have_attribute("data-status", "completed")

@@ -43,6 +43,16 @@ def wait_for_first_event(execution: Execution) -> None:
         time.sleep(0.01)
 
 
+def wait_for_drop(page, timeout: float = 15) -> None:
+    """Until the page's socket has closed once (`window.__drops`, counted by the test). Polled
+    from here: Playwright's wait_for_function evaluates its predicate with eval while it polls,
+    which the pages' Content-Security-Policy refuses."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate("window.__drops") >= 1:
+        assert time.monotonic() < deadline, "the socket did not drop"
+        page.wait_for_timeout(50)
+
+
 def assert_complete_and_equal_to_a_reload(page) -> None:
     expect(page.locator("#exec-header .badge")).to_have_text("Completed", timeout=30_000)
     # The last messages of the run may still be on their way after the badge turned.
@@ -85,7 +95,7 @@ def test_a_page_whose_socket_drops_mid_run_catches_up_after_reconnecting(
         "window.__drops = 0; document.addEventListener('htmx:wsClose', () => window.__drops++)"
     )
     events.send(events.execution_group(execution.pk), {"type": "live.resync"})
-    page.wait_for_function("window.__drops >= 1")
+    wait_for_drop(page)
     expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
     assert_complete_and_equal_to_a_reload(page)
 
