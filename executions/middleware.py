@@ -27,13 +27,7 @@ class WorkspaceMiddleware:
         except ValueError:
             length = 0
         if length > settings.MAX_REQUEST_BODY_BYTES:
-            return JsonResponse(
-                {
-                    "error": f"request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes",
-                    "code": "payload_too_large",
-                },
-                status=413,
-            )
+            return too_large()
         request.membership = None
         if not request.path.startswith(("/api/", "/julep", "/moderately", "/discuro", "/static")):
             user = getattr(request, "user", None)
@@ -41,6 +35,16 @@ class WorkspaceMiddleware:
                 request.membership = current_membership(request)
                 request.workspace = request.membership.workspace if request.membership else None
         return self.get_response(request)
+
+
+def too_large() -> JsonResponse:
+    return JsonResponse(
+        {
+            "error": f"request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes",
+            "code": "payload_too_large",
+        },
+        status=413,
+    )
 
 
 def current_membership(request: HttpRequest):

@@ -32,9 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.test.utils import override_settings
 from django.urls import Resolver404, get_resolver, set_script_prefix
+
+from executions.middleware import too_large
 
 logger = logging.getLogger("steward.http")
 
@@ -61,12 +64,47 @@ def api_middleware() -> list[str]:
     return [name for name in settings.MIDDLEWARE if name not in DASHBOARD_ONLY]
 
 
+TOO_LARGE = b"(too large)"
+
+
+async def read_body(receive) -> bytes | None:
+    """The whole body (the API's are small), None if the client left, TOO_LARGE past the
+    limit (chunked bodies carry no length to refuse them by)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= settings.MAX_REQUEST_BODY_BYTES:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if size <= settings.MAX_REQUEST_BODY_BYTES else TOO_LARGE
+
+
+class KeptBody(io.BytesIO):
+    """A body a view may still read after Django's handler has given up on a departed client:
+    Django closes the body file then, and the view's thread, still running, failed with "I/O
+    operation on closed file", logged as an Internal Server Error for a client who had left."""
+
+    def close(self) -> None:
+        pass
+
+
 class AsyncApiHandler(ASGIHandler):
     """Django's ASGI handler over the API's middleware: for API calls to async views."""
 
     def load_middleware(self, is_async: bool = False) -> None:
         with override_settings(MIDDLEWARE=api_middleware()):
             super().load_middleware(is_async=is_async)
+
+    async def read_body(self, receive):
+        # ApiHandler has read the body already and replays it as one message.
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted
+        return KeptBody(message.get("body", b""))
 
 
 class ApiHandler(ASGIHandler):
@@ -92,7 +130,22 @@ class ApiHandler(ASGIHandler):
         match = self._match(scope)
         if match is None:
             return await self.fallback(scope, receive, send)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client left before sending its request
+        if body is TOO_LARGE:
+            await self.send_response(too_large(), send)
+            return
         if iscoroutinefunction(match.func):
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
             # Its sync parts run on a lane; a view that waits long (a long poll, `sync: true`)
             # holds it meanwhile, and requests that find every lane busy get a fresh thread.
             lane = self._lease()
@@ -100,14 +153,11 @@ class ApiHandler(ASGIHandler):
                 async with (
                     ThreadSensitiveContext(executor=lane) if lane else ThreadSensitiveContext()
                 ):
-                    await self.async_api.handle(scope, receive, send)
+                    await self.async_api.handle(scope, replay, send)
             finally:
                 if lane is not None:
                     self._idle.append(lane)
             return
-        body = await self._read_body(receive)
-        if body is None:
-            return  # the client left before sending its request
         lane = self._lease()
         try:
             async with ThreadSensitiveContext(executor=lane) if lane else ThreadSensitiveContext():
@@ -141,16 +191,6 @@ class ApiHandler(ASGIHandler):
         except Resolver404:
             return None
         return match
-
-    async def _read_body(self, receive) -> bytes | None:
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     def _lease(self) -> ThreadPoolExecutor | None:
         try:

@@ -93,3 +93,17 @@ def test_the_dashboard_and_the_docs_keep_the_full_middleware(asgi_server):
     assert "csrftoken" in login.headers.get("set-cookie", "")  # CSRF middleware ran
     docs = httpx.get(f"{asgi_server.url}/api/v1/docs")
     assert docs.status_code == 200 and "Content-Security-Policy" in docs.headers
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_too(asgi_server, owner, agent, settings):
+    def chunks():
+        for _ in range(settings.MAX_REQUEST_BODY_BYTES // 65536 + 2):
+            yield b"x" * 65536
+
+    for path in (f"/api/v1/agents/{agent.pk}/execute", "/api/v1/approvals"):  # async, sync
+        reply = httpx.post(
+            f"{asgi_server.url}{path}",
+            content=chunks(),
+            headers={"X-API-Key": owner.key, "Content-Type": "application/json"},
+        )
+        assert reply.status_code == 413 and reply.json()["code"] == "payload_too_large"
