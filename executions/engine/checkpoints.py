@@ -177,6 +177,8 @@ class Checkpoints:
             )
             state = self.parked_state()
             state["approval"] = {"path": path, "approval_id": str(approval.pk)}
+            # Its next claim is a resume, not a run whose worker died (runner's warning).
+            state["parked"] = {"kind": "approval", "path": path}
             self.park_transition(
                 Status.AWAITING_APPROVAL,
                 path=path,
@@ -211,6 +213,7 @@ class Checkpoints:
             state = self.parked_state()
             state.pop("resume_input", None)
             state["waiting"] = {"path": path, "schema": schema, "info": info}
+            state["parked"] = {"kind": "input", "path": path}
             self.park_transition(
                 Status.AWAITING_INPUT,
                 path=path,

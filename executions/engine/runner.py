@@ -114,6 +114,7 @@ def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None
                     "last recorded step",
                     execution_id,
                 )
+            ctx.state.pop("parked", None)  # resumed: a later crash is a lost worker again
             _count_downtime(ctx)
         output = execute(ctx)
         finish(ctx, output)
