@@ -1,6 +1,8 @@
 """Refresh the screenshots in this folder from a running `make up` (demo traffic on).
 
-    .venv/bin/python docs/screenshots/take.py --url http://127.0.0.1:8000 --password PW
+    .venv/bin/python docs/screenshots/take.py --url http://127.0.0.1:8000 --password=PW
+
+(`--password=`: the password `make up` prints may begin with a dash.)
 
 It signs in as the admin, finds a completed, a failed and a parked execution and a pending
 approval among the demo runs, and saves each page at 1440 px (light and dark) and 390 px.
