@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
@@ -154,26 +154,20 @@ EXECUTE_REPLIES = replies({200: s.ExecutionReply, 201: s.ExecutionReply}, 404, *
     summary="Execute an agent (201 started; 200 an Idempotency-Key replay; sync: true waits)",
     response=EXECUTE_REPLIES,
 )
-async def agent_execute(request: HttpRequest, agent_id: Text, body: s.ExecuteIn):
-    return await execute(request, agent_id, body)
+def agent_execute(request: HttpRequest, agent_id: Text, body: s.ExecuteIn):
+    return execute(request, agent_id, body)
 
 
-async def execute(request: HttpRequest, agent_ref: str, body: s.ExecuteIn) -> HttpResponse:
-    """Shared by POST /agents/{id}/execute and POST /executions."""
-    if not body.sync:  # the common case: start and render in one trip to the sync thread
-        payload, created = await sync_to_async(start_out)(request, agent_ref, body)
-        return data(payload, status=201 if created else 200)
-    execution, created = await sync_to_async(start)(request, agent_ref, body)
-    execution = await follow.wait_settled(
-        execution.pk, timeout=settings.SYNC_EXECUTE_TIMEOUT_SECONDS
-    )
-    payload = await sync_to_async(serializers.execution_out)(execution)
-    return data(payload, status=201 if created else 200)
-
-
-def start_out(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):
+def execute(request: HttpRequest, agent_ref: str, body: s.ExecuteIn) -> HttpResponse:
+    """Shared by POST /agents/{id}/execute and POST /executions. A sync view, so a create runs
+    whole on one of the API handler's threads (executions/api/handler.py); `sync: true` waits
+    for the result on the event loop meanwhile, holding that thread (others take over)."""
     execution, created = start(request, agent_ref, body)
-    return serializers.execution_out(execution), created
+    if body.sync:
+        execution = async_to_sync(follow.wait_settled)(
+            execution.pk, timeout=settings.SYNC_EXECUTE_TIMEOUT_SECONDS
+        )
+    return data(serializers.execution_out(execution), status=201 if created else 200)
 
 
 def start(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):

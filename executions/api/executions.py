@@ -37,8 +37,8 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 @router.post("", summary="Start an execution", response=EXECUTE_REPLIES)
-async def execution_create(request: HttpRequest, body: s.ExecutionIn):
-    return await execute(request, body.agent_id, body)
+def execution_create(request: HttpRequest, body: s.ExecutionIn):
+    return execute(request, body.agent_id, body)
 
 
 @router.get(
