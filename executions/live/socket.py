@@ -117,6 +117,8 @@ class GroupSocket(AsyncWebsocketConsumer):
     async def _take(self, message: dict[str, Any]) -> None:
         try:
             await self.dispatch(message)
+        except OSError:  # the client left (uvicorn's ClientDisconnected): its disconnect
+            return  # arrives on its own and ends the socket; nothing to log
         except Exception:  # noqa: BLE001 - as a failure in the queue loop: the socket ends
             logger.exception("live socket handler failed; closing the socket")
             await self.close(code=INTERNAL_ERROR)
