@@ -25,7 +25,7 @@ def agent_list(
 
 def agent_get(*, workspace: Workspace, agent_id: Any) -> Agent:
     pk = parse_uuid(agent_id, field="agent_id", what="agent")
-    # At most one row: no ORDER BY to compile (first() would add one; a create spent ~15 % of
+    # At most one row: no ORDER BY to compile (first() would add one; a create spent ~10 % of
     # its CPU compiling it).
     found = Agent.objects.for_workspace(workspace).select_related("current_version").filter(pk=pk)
     agent = next(iter(found), None)
