@@ -72,7 +72,12 @@ def inbox(request: HttpRequest) -> HttpResponse:
         where = {"after": None, "before": None}
         shown = inbox_page(request.workspace, request.membership, request.user, tab)
     items = shown.items
-    context = base_context(request, "approvals", live={"page": "approvals", "tab": tab})
+    # Live inserts only where the page shows the whole tab: with more pages, a new approval may
+    # belong on another one (the tab counts still update).
+    whole = "0" if shown.before or shown.after else "1"
+    context = base_context(
+        request, "approvals", live={"page": "approvals", "tab": tab, "whole": whole}
+    )
     context.update(
         {
             "tab": tab,

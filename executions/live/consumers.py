@@ -15,7 +15,7 @@ Each change is loaded and rendered once per process and shared by the sockets it
   one brings the missing ones first. Every event and entry arrives once, in order.
 - a list or inbox page says which rows it shows (`shown`, in the URL and later as a message
   after it fetched rows itself); it gets in-place updates for those rows only, and inserts for
-  new ones its filters (or tab) take in, at the end the page's order puts them.
+  new ones its filters (or tab) take in, where the page's order puts them.
 """
 
 from __future__ import annotations
@@ -337,7 +337,10 @@ class LiveConsumer(GroupSocket):
         if change is None:
             return ""
         shown = self.shown is None or change.approval_id in self.shown
-        if change.insert and not (self.shown is not None and shown):
+        # A page of a longer tab takes no inserts (the new item may belong on another page);
+        # the page script puts an insert where the tab's order (soonest due first) places it.
+        whole = self.params.get("whole", "1") == "1"
+        if change.insert and whole and not (self.shown is not None and shown):
             if self.shown is not None:
                 self.shown.add(change.approval_id)
             return change.tabs + change.insert

@@ -115,6 +115,7 @@
     }
   });
   document.addEventListener("htmx:wsAfterMessage", function () {
+    placeInboxItems(document.getElementById("inbox-items"));
     Steward.lastSeen = new Date(Date.now() - 5000).toISOString();
     refreshTimes(document);
   });
@@ -139,6 +140,34 @@
     var empty = document.getElementById(d.target.id === "inbox-items" ? "inbox-empty" : "exec-empty");
     if (empty && (d.target.id === "exec-rows" || d.target.id === "inbox-items") && left) empty.hidden = true;
   });
+  // The pending tabs list soonest due first (no deadline last), then oldest, then id: a live
+  // insert arrives at the end and is moved to where a reload would show it.
+  function dueKey(li) {
+    var due = li.dataset.sortDue;
+    return [due ? parseFloat(due) : Infinity, parseFloat(li.dataset.sortCreated || "0"), li.id];
+  }
+  function before(a, b) {
+    for (var i = 0; i < a.length; i++) {
+      if (a[i] < b[i]) return true;
+      if (a[i] > b[i]) return false;
+    }
+    return false;
+  }
+  function placeInboxItems(list) {
+    if (!list || list.dataset.order !== "due") return;
+    var items = Array.prototype.slice.call(list.querySelectorAll(":scope > li.inbox-item"));
+    items.forEach(function (li, i) {
+      var key = dueKey(li);
+      for (var j = 0; j < i; j++) {
+        if (before(key, dueKey(items[j]))) {
+          list.insertBefore(li, items[j]);
+          items.splice(i, 1);
+          items.splice(j, 0, li);
+          return;
+        }
+      }
+    });
+  }
   document.addEventListener("htmx:oobAfterSwap", function (evt) {
     var elt = evt.target;
     if (elt && (elt.tagName === "TR" || elt.classList.contains("inbox-item"))) flash(elt);

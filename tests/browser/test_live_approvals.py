@@ -5,11 +5,14 @@ filtered list gets no updates for rows it does not show."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from approvals import services as approval_services
+from approvals.models import Approval
 from executions import services
 from executions.lifecycle import Actor
 from executions.live import events
@@ -189,3 +192,24 @@ def test_a_filtered_list_has_no_htmx_errors_through_a_reconnect(open_page, demo,
     time.sleep(0.5)
     assert page.evaluate("window.__htmxErrors") == []
     assert problems == []
+
+
+def test_a_live_inbox_insert_goes_where_the_tabs_order_puts_it(open_page, demo, owner, teammate):
+    """Pending tabs list soonest due first: a new approval due before the ones shown arrives at
+    the top, as a reload shows it, not at the end."""
+    later = [park_refund(demo, owner, 150 + n, order).approvals.get()
+             for n, order in enumerate(("A-1001", "A-1002"))]  # fmt: skip
+    for hours, approval in enumerate(later, start=1):
+        Approval.objects.filter(pk=approval.pk).update(
+            expires_at=timezone.now() + timedelta(hours=hours)
+        )
+    page = open_page(teammate, "/approvals/?tab=all")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
+    count_oob_errors(page)
+    soonest = park_refund(demo, owner, 170, "A-1003").approvals.get()  # due in minutes
+    expect(page.locator("#inbox-items > li")).to_have_count(3)
+    assert page.evaluate("window.__oob") == 0
+    live_order = page.eval_on_selector_all("#inbox-items > li", "els => els.map(e => e.id)")
+    page.reload()
+    reloaded = page.eval_on_selector_all("#inbox-items > li", "els => els.map(e => e.id)")
+    assert live_order == reloaded == [f"approval-item-{a.pk}" for a in (soonest, *later)]
