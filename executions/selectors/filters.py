@@ -106,6 +106,7 @@ def execution_list(*, workspace: Workspace, filters: ExecutionFilters) -> QueryS
         executions = executions.filter(cost__gt=filters.cost_above)
     if filters.parent_id:
         executions = executions.filter(parent_id=filters.parent_id)
+    contained_any = False
     for key, value in (filters.metadata or {}).items():
         wanted = metadata_value(value)
         executions = executions.filter(**{f"metadata__{key}": wanted})
@@ -113,8 +114,15 @@ def execution_list(*, workspace: Workspace, filters: ExecutionFilters) -> QueryS
             # Same rows, but `@>` is what the GIN (jsonb_path_ops) index on metadata serves;
             # the equality above stays as the exact test.
             executions = executions.filter(metadata__contains=contained)
+            contained_any = True
     if filters.q:
         executions = executions.filter(_text_query(workspace, filters.q))
+    if contained_any:
+        # PostgreSQL cannot estimate `@>` (it guesses ~1 row), so with the agent and version
+        # joined it joins every match before the sort: 1,662 rows of one tenant at 1M runs,
+        # 34 ms, against 11-19 ms for the matches alone. The page's agents and versions come
+        # in two small queries instead (docs/performance.md, "Scale").
+        return executions.prefetch_related("agent", "agent_version")
     return executions.select_related("agent", "agent_version")
 
 
