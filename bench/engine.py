@@ -329,7 +329,10 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
     """One worker process with a high concurrency runs prompt steps against a local model
     server that takes 1 s per reply: the most executions it keeps in flight at once and its
     memory per execution in flight (RSS growth over the idle worker)."""
+    from django.utils import timezone
+
     from executions import services
+    from executions.engine import queue
     from executions.models import Execution
     from tests.executions.llm_servers import OpenAIServer
 
@@ -346,12 +349,18 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
             },
         )
         slow.refresh_from_db()
+        # Queued before the worker starts and held back (not runnable), then released at once:
+        # created one by one while the worker runs, this script's own start rate (30-100/s on
+        # a loaded machine) would bound the number in flight, not the worker.
+        for n in range(args.slow_executions):
+            services.execution_start(workspace=workspace, agent=slow, input={"n": n})
+        Execution.objects.filter(agent=slow).update(runnable_at=None)
         [proc] = start_workers(env, 1, args.slow_concurrency, log_dir)
         wait_ready([proc], log_dir)
         time.sleep(3.0)  # the SDKs finish loading (worker.providers.preload)
         idle_rss = rss_kb(proc.pid)
-        for n in range(args.slow_executions):
-            services.execution_start(workspace=workspace, agent=slow, input={"n": n})
+        Execution.objects.filter(agent=slow).update(runnable_at=timezone.now())
+        queue.wake()
         peak_inflight, peak_rss = 0, idle_rss
         began = time.monotonic()
         while time.monotonic() - began < 300:
