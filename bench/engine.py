@@ -206,7 +206,6 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.db.models import F
 
     from executions import services
     from executions.models import Execution, Transition
@@ -243,12 +242,6 @@ def main() -> None:
     steps = Transition.objects.filter(execution__agent=agent, type="step")
     step_ms = [
         (t.ended_at - t.started_at).total_seconds() * 1000 for t in steps.order_by("?")[:2000]
-    ]
-    runs_ms = [
-        d.total_seconds() * 1000
-        for d in Execution.objects.filter(agent=agent, status="completed")
-        .annotate(run=F("completed_at") - F("started_at"))
-        .values_list("run", flat=True)[:2000]
     ]
 
     # 2. idle latency -------------------------------------------------------------------------
@@ -289,7 +282,6 @@ def main() -> None:
         "worker_cpu_ms_per_execution": round(worker_cpu * 1000 / done, 2) if done else None,
         "db_cpu_ms_per_execution": round(db_cpu * 1000 / done, 2) if done else None,
         "step_overhead_ms_p50": pct(step_ms, 0.5),
-        "run_ms_p50": pct(runs_ms, 0.5),
         "idle_latency_ms_p50": pct(latencies, 0.5),
         "idle_latency_ms_p95": pct(latencies, 0.95),
         "idle_latency_missed": missed,
