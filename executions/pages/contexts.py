@@ -70,7 +70,9 @@ def overview_counts_context(workspace: Any) -> dict[str, Any]:
 
 def overview_approvals_context(workspace: Any) -> dict[str, Any]:
     pending = approval_selectors.approval_list(workspace=workspace, status="pending")
-    oldest = pending.order_by("created_at").first()
+    # The card shows the oldest one's title and agent: not its assignees or decisions, which
+    # approval_list prefetches for the inbox (two queries the overview does not need).
+    oldest = pending.prefetch_related(None).order_by("created_at").first()
     return {
         "pending_approvals": pending.count(),
         "oldest_pending": oldest,

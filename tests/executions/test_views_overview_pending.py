@@ -1,0 +1,34 @@
+"""The overview's approvals card: how many wait, and the oldest one's title, link and agent,
+read without the assignees and decisions the inbox prefetches (issue 12)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals.models import Approval
+from tests.executions.dashboard_helpers import browser, park, start
+
+pytestmark = pytest.mark.django_db
+
+
+def test_overview_names_the_oldest_pending_approval_and_its_agent(viewer, agent):
+    older = park(start(agent))
+    newer = park(start(agent))
+    Approval.objects.filter(pk=older.pk).update(
+        title="Refund the oldest", created_at=timezone.now() - timedelta(hours=2)
+    )
+    Approval.objects.filter(pk=newer.pk).update(title="Refund the newest")
+    page = browser(viewer)
+    with CaptureQueriesContext(connection) as captured:
+        html = page.get("/").content.decode()
+    assert "Waiting for a decision" in html
+    assert f'href="/approvals/{older.pk}/">Refund the oldest</a> · {agent.name}' in html
+    assert "Refund the newest" not in html
+    tables = " ".join(q["sql"] for q in captured.captured_queries)
+    assert "approvals_approval_assignee_users" not in tables
+    assert "approvals_approvaldecision" not in tables
