@@ -148,7 +148,14 @@ def approval_decide(request: HttpRequest, approval_id: Text, body: s.DecideIn):
             request.headers.get("Idempotency-Key") or None, field="Idempotency-Key", max_length=200
         ),
     )
-    approval = approval_selectors.approval_get(workspace=request.workspace, approval_id=approval_id)
+    if decided.replayed:
+        # A replay answers with the approval as it is now, votes and assignees included.
+        approval = approval_selectors.approval_get(
+            workspace=request.workspace, approval_id=approval_id
+        )
+    else:
+        # As this decision left it: fields, votes and assignees (no re-read of the row).
+        approval = decided.approval
     reply = json_reply({"data": shaped(request, approval)})
     if decided.replayed:
         reply["Idempotent-Replayed"] = "true"

@@ -149,7 +149,10 @@ def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
         except (Conflict, IllegalTransition) as exc:
             extra["conflict"] = getattr(exc, "message", str(exc))
             status = 409
-        approval.refresh_from_db()
+        if status != 200:
+            # Someone else may have decided it meanwhile; a decision made here already left
+            # the row as written (and its votes and assignees) on `approval`.
+            approval.refresh_from_db()
     else:
         status = 422
     if not request.htmx:

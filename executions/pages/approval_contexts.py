@@ -134,7 +134,9 @@ def panel_context(
     approval: Approval, membership: Membership, user: Any, **extra: Any
 ) -> dict[str, Any]:
     """What the decision panel shows for this person (the same partial everywhere)."""
-    decisions = list(approval.decisions.select_related("actor_user").all())
+    # .all(): the votes a page read (or a decision just wrote) are used as they are; the panel
+    # shows each voter's label, not their user row.
+    decisions = list(approval.decisions.all())
     edits = [d for d in decisions if d.decision == "edit" and d.payload is not None]
     edited = edits[-1].payload if edits else approval.result_payload
     last = decisions[-1] if decisions else None
