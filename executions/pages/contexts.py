@@ -61,9 +61,12 @@ TIMELINE_LIMIT = 50  # the latest entries; older ones load on demand (issue 12)
 # --- overview --------------------------------------------------------------------------------
 
 
-def overview_counts_context(workspace: Any) -> dict[str, Any]:
+def overview_counts_context(workspace: Any, *, day: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The counts cards; `day` is the last 24 h's execution_stats when the caller has them."""
     stats = selectors.execution_stats(workspace=workspace)
-    day = selectors.execution_stats(workspace=workspace, since=timezone.now() - timedelta(hours=24))
+    if day is None:
+        since = timezone.now() - timedelta(hours=24)
+        day = selectors.execution_stats(workspace=workspace, since=since)
     active = sum(stats["by_status"][s] for s in ("pending", "running", *PARKED))
     return {"stats": stats, "stats_24h": day, "active": active, "statuses": ALL_STATUSES}
 

@@ -22,12 +22,14 @@ from executions.pages.timing import attach_times
 def overview(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace
     context = base_context(request, "overview", live={"page": "overview"})
-    context.update(overview_counts_context(workspace))
-    context.update(overview_approvals_context(workspace))
     now = timezone.now()
-    context["hourly"] = hourly_chart(selectors.execution_hourly(workspace=workspace,
-                                                                since=now - timedelta(hours=24)),
-                                     now=now)  # fmt: skip
+    # The 24 h cards and the hourly chart read one window: its rows once, summed both ways.
+    day, hourly = selectors.execution_stats_hourly(
+        workspace=workspace, since=now - timedelta(hours=24)
+    )
+    context.update(overview_counts_context(workspace, day=day))
+    context.update(overview_approvals_context(workspace))
+    context["hourly"] = hourly_chart(hourly, now=now)
     context["cost_chart"] = cost_chart(
         # From midnight six days ago: the chart's seven whole days, read from day rollups.
         selectors.execution_daily_cost(

@@ -49,6 +49,7 @@ from executions.selectors.stats import (
     execution_duration_percentiles,
     execution_hourly,
     execution_stats,
+    execution_stats_hourly,
 )
 from executions.selectors.workspaces import (
     apikey_list,
@@ -83,6 +84,7 @@ __all__ = [
     "execution_matches_in_memory",
     "execution_page_ordered",
     "execution_stats",
+    "execution_stats_hourly",
     "execution_tree",
     "keyset_page",
     "membership_get",

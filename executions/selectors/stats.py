@@ -98,8 +98,13 @@ def _next_hour(moment: datetime) -> datetime:
 
 
 def execution_stats(*, workspace: Workspace, since: datetime | None = None) -> dict[str, Any]:
-    rows = _counts(workspace=workspace, since=since, by=("status",))
-    counts = {row["status"]: row["n"] for row in rows}
+    return _stats(_counts(workspace=workspace, since=since, by=("status",)))
+
+
+def _stats(rows: list[dict]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
     return {
         "by_status": {status: counts.get(status, 0) for status in ALL_STATUSES},
         "total": sum(counts.values()),
@@ -109,8 +114,20 @@ def execution_stats(*, workspace: Workspace, since: datetime | None = None) -> d
 
 def execution_hourly(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:
     """Executions created per hour since `since`, by status: rows of hour, status, n."""
-    rows = _counts(workspace=workspace, since=since, by=("hour", "status"))
+    return _hourly(_counts(workspace=workspace, since=since, by=("hour", "status")))
+
+
+def _hourly(rows: list[dict]) -> list[dict[str, Any]]:
     return [{"hour": row["hour"], "status": row["status"], "n": row["n"]} for row in rows]
+
+
+def execution_stats_hourly(
+    *, workspace: Workspace, since: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """execution_stats and execution_hourly over the same window, from one read (the overview
+    shows both for the last 24 h: three queries instead of six)."""
+    rows = _counts(workspace=workspace, since=since, by=("hour", "status"))
+    return _stats(rows), _hourly(rows)
 
 
 def execution_daily_cost(*, workspace: Workspace, since: datetime) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.models import Approval
+from executions.models import Execution
 from tests.executions.dashboard_helpers import browser, park, start
 
 pytestmark = pytest.mark.django_db
@@ -32,3 +33,15 @@ def test_overview_names_the_oldest_pending_approval_and_its_agent(viewer, agent)
     tables = " ".join(q["sql"] for q in captured.captured_queries)
     assert "approvals_approval_assignee_users" not in tables
     assert "approvals_approvaldecision" not in tables
+
+
+def test_overview_24h_cards_and_chart_count_the_same_window(viewer, agent):
+    """The 24 h counts and the hourly chart come from one read of the window; a run older than
+    a day is in neither, and both say the same."""
+    start(agent)
+    start(agent)
+    old = start(agent)
+    Execution.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    html = browser(viewer).get("/").content.decode()
+    assert "2 in the last 24 h · 3 active" in html
+    assert "3 in the last 24 h" not in html
