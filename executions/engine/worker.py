@@ -199,6 +199,13 @@ class Worker:
                     logger.info("worker %s: the server loop ended", self.owner)
                     break
                 self._wake.clear()
+                # Take the hints after clearing: one announced before the clear is read here,
+                # one announced after it sets the event again, so the wait below returns at
+                # once. (Taken only after the wait, a hint that arrived between a claim and
+                # this clear sat unread while the loop waited out the safety-net interval.)
+                hint = wakeup.take_hint(self._wake)
+                if hint is not None:
+                    self._next_due = min(self._next_due, hint)
                 free = self.concurrency - self._inflight
                 limit = min(free, CLAIM_BATCH)
                 claimed = self._claim(limit) if free > 0 else []
@@ -225,9 +232,6 @@ class Worker:
                     self._wake.wait(self._due_in())
                 else:
                     self._wake.wait(self._idle_seconds())
-                hint = wakeup.take_hint(self._wake)
-                if hint is not None:
-                    self._next_due = min(self._next_due, hint)
         finally:
             self.stopping = True
             self._drain()

@@ -130,6 +130,12 @@ def python(env: dict, code: str, *args: str, timeout: float = 300) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _wait_for_line(log: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def worker(env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -298,6 +304,9 @@ def test_kill_9_at_random_points_never_repeats_a_side_effect_nor_loses_a_record(
     try:
         results = python(env, MIXED_CHECK, json.dumps(ids), "300", timeout=400)
     finally:
+        # The killed workers may have finished every run already, so the check can return
+        # before this worker has set up its signal handlers: SIGTERM it once it has started.
+        _wait_for_line(tmp_path / "last.log", "started", timeout=120)
         last.send_signal(signal.SIGTERM)
         assert last.wait(60) == 0
     expected_steps = [f"main[{i}]" for i in range(9)]
