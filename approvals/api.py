@@ -133,7 +133,9 @@ def approval_get(request: HttpRequest, approval_id: Text):
     response=replies({200: s.ApprovalReply}, 404, *WRITE_ERRORS),
 )
 def approval_decide(request: HttpRequest, approval_id: Text, body: s.DecideIn):
-    approval = approval_selectors.approval_get(workspace=request.workspace, approval_id=approval_id)
+    approval = approval_selectors.approval_get(
+        workspace=request.workspace, approval_id=approval_id, votes=False
+    )
     decided = services.approval_decide(
         approval=approval,
         actor=request.actor,

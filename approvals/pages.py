@@ -115,7 +115,9 @@ def approval_detail(request: HttpRequest, approval_id: str) -> HttpResponse:
 @require_POST
 def approval_decide(request: HttpRequest, approval_id: str) -> HttpResponse:
     """One person's decision. A forged POST from someone who may not decide is a 403."""
-    approval = _get(request, approval_id)
+    approval = approval_selectors.approval_get(
+        workspace=request.workspace, approval_id=approval_id, votes=False
+    )
     if not role_at_least(request.membership.role, Role.REVIEWER):
         raise PermissionDenied("viewers cannot decide approvals")
     form = DecisionForm(request.POST, options=approval.options)

@@ -223,9 +223,15 @@ def assigned_to(decider: Decider | None) -> Q:
     return condition
 
 
-def approval_get(*, workspace: Workspace, approval_id: Any) -> Approval:
+def approval_get(*, workspace: Workspace, approval_id: Any, votes: bool = True) -> Approval:
+    """`votes=False` for a decision: it reads the votes under its lock and replies with them."""
     pk = parse_uuid(approval_id, field="approval_id", what="approval")
-    approval = _with_relations(Approval.objects.for_workspace(workspace).filter(pk=pk)).first()
+    approvals = Approval.objects.for_workspace(workspace).filter(pk=pk)
+    if votes:
+        approvals = _with_relations(approvals)
+    else:
+        approvals = approvals.select_related("execution__agent").prefetch_related("assignee_users")
+    approval = approvals.first()
     if approval is None:
         raise NotFound(f"approval {approval_id} not found")
     return approval
