@@ -84,6 +84,8 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "tabs": TABS,
             "counts": {k: n for k, (n, _) in counts.items()},
             "count_labels": {k: label for k, (_, label) in counts.items()},
+            # The header badge: the workspace's pending count, which the "all" tab counted.
+            "nav_count": counts["all"][0],
             "items": [item_context(a, request.membership, request.user) for a in items],
             "any_decidable": any(can_decide(a, request.membership, request.user) for a in items),
             "page_before": shown.before,

@@ -29,6 +29,8 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     context.update(overview_counts_context(workspace, day=day))
     context.update(overview_approvals_context(workspace))
+    # The header badge counts the same rows: one read for both (base.html's _nav_count).
+    context["nav_count"] = context["pending_approvals"]
     context["hourly"] = hourly_chart(hourly, now=now)
     context["cost_chart"] = cost_chart(
         # From midnight six days ago: the chart's seven whole days, read from day rollups.

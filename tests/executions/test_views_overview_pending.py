@@ -45,3 +45,21 @@ def test_overview_24h_cards_and_chart_count_the_same_window(viewer, agent):
     html = browser(viewer).get("/").content.decode()
     assert "2 in the last 24 h · 3 active" in html
     assert "3 in the last 24 h" not in html
+
+
+@pytest.mark.parametrize("path", ["/", "/approvals/?tab=all"])
+def test_header_badge_reuses_the_pages_pending_count(viewer, agent, path):
+    """The overview and the inbox count the workspace's pending approvals anyway: the header
+    badge shows that number rather than counting them a second time."""
+    park(start(agent))
+    park(start(agent))
+    page = browser(viewer)
+    with CaptureQueriesContext(connection) as captured:
+        html = page.get(path).content.decode()
+    assert 'id="nav-approvals-count" class="count-pill" data-count="2"' in html
+    counts = [
+        q["sql"]
+        for q in captured.captured_queries
+        if "approvals_approval" in q["sql"] and "COUNT(" in q["sql"].upper()
+    ]
+    assert len(counts) == 1, counts
