@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q
 
 from approvals import policies
 from approvals import selectors as approval_selectors
@@ -16,9 +16,11 @@ from executions import selectors
 from executions.errors import Forbidden
 from executions.forms import SchemaForm
 from executions.lifecycle import Actor
-from executions.models import Membership, Role, role_at_least
+from executions.models import Execution, Membership, Role, role_at_least
 
 INBOX_LIMIT = 50  # cards rendered per inbox page (issue 12)
+# What a card and the decide rules read of the approval's run: not its input and output.
+CARD_RUN = ("id", "workspace_id", "agent_id", "status", "created_by_user_id", "created_by_key_id")
 
 
 def _decider(membership: Membership, user: Any) -> policies.Decider:
@@ -248,7 +250,9 @@ def inbox_page(
     approvals = (
         approval_selectors.approval_list(workspace=workspace)
         .select_related(None)
-        .prefetch_related("execution__agent")
+        .prefetch_related(
+            Prefetch("execution", queryset=Execution.objects.only(*CARD_RUN)), "execution__agent"
+        )
     )
     if tab == "decided":
         return approval_selectors.approval_decided_page(
