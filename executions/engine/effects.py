@@ -6,6 +6,7 @@ a thread that closes the stream when the run must stop."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from typing import Any
 
 from django.db import transaction
@@ -21,7 +22,7 @@ from executions.engine.threads import release_db_connection
 class Effects:
     """The model-call and tool-call part of RunContext. Uses: step(), record(), note(),
     check(), raise_stop(), watch(), approval(), delta(), flush(), emit(), recorded, limits,
-    config, execution."""
+    config, execution, _lock."""
 
     def llm(
         self,
@@ -156,10 +157,15 @@ class Effects:
         # write to this database (the built-in ones) then happens exactly once, even if the
         # process dies between its write and the record. An effect outside the database
         # cannot be made so by us; a crash inside that window repeats it (docs/decisions.md).
-        with transaction.atomic():
+        # Parallel tool calls run this at once on PostgreSQL. Streams read events by id, so an
+        # event must never commit after a later id of the same run is visible: from the end of
+        # the call until this transaction has committed, the run's lock keeps every other
+        # thread's events out (emit() takes it too). The call itself runs unlocked.
+        with ExitStack() as held_until_committed, transaction.atomic():
             result = tool_registry.invoke(
                 tool, tool_registry.ToolContext(execution=self.execution, path=path), arguments
             )
+            held_until_committed.enter_context(self._lock)
             self.emit(
                 "tool_end",
                 {"id": event_id, "name": name, "summary": tool_registry.summary(result)},

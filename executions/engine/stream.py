@@ -38,10 +38,14 @@ class Stream:
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """Store a streamed event and publish it once the row is committed."""
         event = ExecutionEvent(execution_id=self.execution.pk, type=type, data=jsonable(data))
-        if self._event_batch is not None:
-            self._event_batch.append(event)
-        else:
-            self._store([event])
+        # Under the run's lock: a write holds it through its commit, so an event stored here
+        # (committed at once) never takes an id below one still uncommitted in another thread
+        # of this run; streams that read by id would skip that one for good.
+        with self._lock:
+            if self._event_batch is not None:
+                self._event_batch.append(event)
+            else:
+                self._store([event])
 
     @contextmanager
     def batched_events(self) -> Iterator[None]:
