@@ -131,17 +131,7 @@ def approval_keyset_page(
         approvals = approvals.filter(_beyond(_decode(before), later=False))
     if backwards:
         order = (F("expires_at").desc(nulls_first=True), "-created_at", "-id")
-    rows = list(approvals.order_by(*order)[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if backwards:
-        rows.reverse()
-    if not rows:
-        return ApprovalPage(items=[], before=None, after=None)
-    first, last = _encode(rows[0]), _encode(rows[-1])
-    if backwards:
-        return ApprovalPage(items=rows, before=first if more else None, after=last)
-    return ApprovalPage(items=rows, before=first if after else None, after=last if more else None)
+    return _keyset_page(approvals, order, limit=limit, backwards=backwards, after=after)
 
 
 def approval_decided_page(
@@ -158,6 +148,20 @@ def approval_decided_page(
             Q(**{f"updated_at__{op}": moved}) | Q(updated_at=moved, **{f"id__{op}": pk})
         )
     order = ("updated_at", "id") if backwards else ("-updated_at", "-id")
+    return _keyset_page(approvals, order, limit=limit, backwards=backwards, after=after, moved=True)
+
+
+def _keyset_page(
+    approvals: QuerySet,
+    order: tuple,
+    *,
+    limit: int,
+    backwards: bool,
+    after: str | None,
+    moved: bool = False,
+) -> ApprovalPage:
+    """One more row than the page tells whether there is a next one; a backwards page is read
+    in reverse order and turned round, so both directions show the same order."""
     rows = list(approvals.order_by(*order)[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
@@ -165,7 +169,7 @@ def approval_decided_page(
         rows.reverse()
     if not rows:
         return ApprovalPage(items=[], before=None, after=None)
-    first, last = _encode(rows[0], moved=True), _encode(rows[-1], moved=True)
+    first, last = _encode(rows[0], moved=moved), _encode(rows[-1], moved=moved)
     if backwards:
         return ApprovalPage(items=rows, before=first if more else None, after=last)
     return ApprovalPage(items=rows, before=first if after else None, after=last if more else None)

@@ -143,11 +143,15 @@ def test_rate_limit_off_disables_the_middleware(settings, owner):
 # --- the SDKs against a live server -----------------------------------------------------------
 
 
-@pytest.fixture
-def limited_server(settings, fresh_server):
-    settings.RATE_LIMIT = "2/2 seconds"
+def _server_limited_to(rate, settings, fresh_server):
+    settings.RATE_LIMIT = rate
     settings.RATE_LIMIT_STORAGE = "memory://"
     return fresh_server()
+
+
+@pytest.fixture
+def limited_server(settings, fresh_server):
+    return _server_limited_to("2/2 seconds", settings, fresh_server)
 
 
 def test_the_julep_sdk_waits_for_retry_after_and_succeeds(limited_server, owner):
@@ -175,9 +179,7 @@ def test_the_moderately_sdk_retries_a_429(limited_server, owner):
 def slow_server(settings, fresh_server):
     # A window long enough that no refill can happen between the refusal and the check after
     # it: with "2/2 seconds" the sliding window let the fourth request through on a slow run.
-    settings.RATE_LIMIT = "2/minute"
-    settings.RATE_LIMIT_STORAGE = "memory://"
-    return fresh_server()
+    return _server_limited_to("2/minute", settings, fresh_server)
 
 
 def test_the_promptrails_sdk_raises_its_rate_limit_error(slow_server, owner):
