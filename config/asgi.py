@@ -16,15 +16,24 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_app = get_asgi_application()
 
 from executions import routing  # noqa: E402
+from executions.api import fastpath  # noqa: E402
 from executions.api.handler import ApiHandler  # noqa: E402
+from executions.compat import fast as compat_fast  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
 from executions.middleware import DepartedClientGuard  # noqa: E402
+
+# The polled reads, served without ninja's dispatch when they succeed (api/fastpath.py).
+FAST_READS = {
+    "api:execution_get": fastpath.execution_get,
+    "julep:execution_get": compat_fast.julep_execution_get,
+    "moderately:execution_retrieve": compat_fast.moderately_execution_retrieve,
+}
 
 application = EmbeddedWorkerLifespan(
     ProtocolTypeRouter(
         {
             # API calls skip the dashboard's middleware and Django's per-request thread.
-            "http": DepartedClientGuard(ApiHandler(fallback=django_app)),
+            "http": DepartedClientGuard(ApiHandler(fallback=django_app, fast_reads=FAST_READS)),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
             ),

@@ -37,6 +37,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.test.utils import override_settings
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
+from executions.api.fastpath import FastRead, Read
 from executions.middleware import too_large
 
 logger = logging.getLogger("steward.http")
@@ -111,8 +112,11 @@ class ApiHandler(ASGIHandler):
     """Sync API calls on leased lanes through the API's middleware; async API views through
     AsyncApiHandler, on a lane too when one is free; the rest to `fallback`."""
 
-    def __init__(self, fallback) -> None:
+    def __init__(self, fallback, fast_reads: dict[str, Read] | None = None) -> None:
         self.fallback = fallback
+        # URL name -> a fast read for that route's view (fastpath.py); config/asgi.py gives
+        # the native API's and the faces' (this package may not import the faces).
+        self.fast_reads = dict(fast_reads or {})
         self.async_api = AsyncApiHandler()
         self.lanes_max = max(1, int(getattr(settings, "API_THREADS", 16)))
         self._idle: deque[ThreadPoolExecutor] = deque()
@@ -190,6 +194,9 @@ class ApiHandler(ASGIHandler):
             match = get_resolver().resolve(path)
         except Resolver404:
             return None
+        read = self.fast_reads.get(match.view_name)
+        if read is not None:
+            match.func = FastRead(match.func, read)
         return match
 
     def _lease(self) -> ThreadPoolExecutor | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import connections
@@ -92,6 +93,17 @@ def _execution_lean(*, workspace: Workspace, pk: Any) -> Execution | None:
             (execution.agent_version_id, execution.agent_id, number, label, config),
         )
     return execution
+
+
+def execution_find(*, workspace: Workspace, execution_id: str) -> Execution | None:
+    """The execution by id in the workspace, or None (a malformed id, another workspace's, or
+    none at all): the API's fast read (executions/api/fastpath.py), which leaves every
+    None to the full route to explain."""
+    try:
+        pk = uuid.UUID(execution_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return _execution_lean(workspace=workspace, pk=pk)
 
 
 def execution_get(*, workspace: Workspace, execution_id: Any) -> Execution:

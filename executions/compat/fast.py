@@ -1,0 +1,46 @@
+"""The faces' polled reads on the API handler's fast path (executions/api/fastpath.py, which
+explains it): the same lookups and shapes as the ninja views in julep.py and moderately.py,
+for the successful case only; None sends the request to the ninja view."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from executions.auth import ApiKeyAuth
+from executions.compat import moderately
+from executions.compat.common import reply
+from executions.compat.julep_shapes import execution_out as julep_execution_out
+from executions.selectors.executions import execution_find
+from executions.validation import text_problem
+
+_auth = ApiKeyAuth()
+
+
+def _find(request: HttpRequest, execution_id: str, *, max_length: int):
+    if text_problem(execution_id, max_length=max_length) is not None:
+        return None
+    key = _auth(request)  # what the faces' BearerAuth runs
+    if not key:
+        return None
+    request._ninja_csrf_exempt = True
+    request.auth = key
+    return execution_find(workspace=request.workspace, execution_id=execution_id)
+
+
+def julep_execution_get(request: HttpRequest, execution_id: str) -> HttpResponse | None:
+    """`GET /julep/executions/{execution_id}` (julep.execution_get; `Id` is Text(64))."""
+    execution = _find(request, execution_id, max_length=64)
+    if execution is None:
+        return None
+    return reply(julep_execution_out(execution))
+
+
+def moderately_execution_retrieve(request: HttpRequest, execution_id: str) -> HttpResponse | None:
+    """`GET /moderately/agent-executions/{execution_id}` (moderately.execution_retrieve: `ID`
+    is Text(64), each `teamIds` Text(200), and a team that is not the key's is a 404)."""
+    if any(text_problem(t, max_length=200) for t in request.GET.getlist("teamIds")):
+        return None
+    execution = _find(request, execution_id, max_length=64)
+    if execution is None or not moderately.team_matches(request):
+        return None
+    return reply(moderately.execution_out(execution))

@@ -1,0 +1,179 @@
+"""The polled reads' fast path (executions/api/fastpath.py) keeps the contract byte for byte:
+the same requests through ApiHandler with and without the fast reads give the same status,
+headers and body, whether found, missing, another workspace's, malformed, unauthenticated,
+revoked, read by a viewer, rate limited or sent with another method; and the successful reads
+really are served by the fast path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from config.asgi import FAST_READS, django_app
+from executions import services
+from executions.api.handler import ApiHandler
+from executions.models import ApiKey
+
+MISSING = "01a2287a-81c7-75a6-b24d-849799f7e5ef"
+
+
+def call(handler, method: str, path: str, query: str = "", headers=()) -> tuple:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            *((k.lower().encode(), v.encode()) for k, v in headers),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(handler(scope, receive, send))
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], sorted(start["headers"]), _steady(body)
+
+
+def _steady(body: bytes) -> bytes:
+    """Moderately's error bodies carry a timestamp and a request id, and a 429 the seconds to
+    wait: equal in meaning, not in bytes, between two calls."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(value, dict):
+        for key in ("timestamp", "request_id"):
+            value.pop(key, None)
+    return re.sub(rb"\b\d+ s\b|\"retry_after\":\d+", b"N", json.dumps(value).encode())
+
+
+class Counting:
+    def __init__(self, read) -> None:
+        self.read, self.served = read, 0
+
+    def __call__(self, request, *args, **kwargs):
+        response = self.read(request, *args, **kwargs)
+        self.served += response is not None
+        return response
+
+
+def handlers():
+    fast = {name: Counting(read) for name, read in FAST_READS.items()}
+    return ApiHandler(fallback=django_app, fast_reads=fast), ApiHandler(fallback=django_app), fast
+
+
+def both(fast, slow, *args, **kwargs):
+    one, other = call(fast, *args, **kwargs), call(slow, *args, **kwargs)
+    assert one == other, args
+    return one
+
+
+@pytest.fixture
+def world(transactional_db, owner, viewer, outsider, agent):
+    mine, _ = services.execution_start(workspace=owner.workspace, agent=agent, input={"n": 2})
+    theirs_agent = services.agent_create(workspace=outsider.workspace, name="x", type="external")
+    theirs, _ = services.execution_start(workspace=outsider.workspace, agent=theirs_agent, input={})
+    revoked, raw = services.apikey_create(workspace=owner.workspace, name="gone", role="admin")
+    services.apikey_revoke(workspace=owner.workspace, prefix=revoked.prefix)
+    assert ApiKey.objects.get(pk=revoked.pk).revoked_at is not None
+    return {"mine": str(mine.pk), "theirs": str(theirs.pk), "revoked": raw}
+
+
+def test_every_native_read_answers_as_ninja_does(world, owner, viewer):
+    fast, slow, reads = handlers()
+    mine, path = world["mine"], "/api/v1/executions/"
+    key = [("X-API-Key", owner.key)]
+    found = both(fast, slow, "GET", path + mine, headers=key)
+    assert found[0] == 200 and json.loads(found[2])["data"]["id"] == mine
+    assert {k.lower() for k, _ in found[1]} >= {b"content-security-policy", b"x-frame-options"}
+    both(
+        fast,
+        slow,
+        "GET",
+        path + mine,
+        query="x=1",
+        headers=[("Authorization", "Bearer " + owner.key)],
+    )
+    both(fast, slow, "GET", path + mine, headers=[("X-API-Key", viewer.key)])
+    served = reads["api:execution_get"].served
+    assert served == 3
+    for case in (
+        MISSING,
+        world["theirs"],
+        "nope",
+        "%00",
+        "-" * 190 + mine,
+        mine.upper(),
+        "{" + mine + "}",
+    ):
+        both(fast, slow, "GET", path + case, headers=key)
+    for headers in ([], [("X-API-Key", "sk-wrong")], [("X-API-Key", world["revoked"])]):
+        assert both(fast, slow, "GET", path + mine, headers=headers)[0] == 401
+    for method in ("HEAD", "POST", "PUT", "DELETE", "OPTIONS"):
+        both(fast, slow, method, path + mine, headers=key)
+
+
+def test_the_faces_reads_answer_as_ninja_does(world, owner):
+    fast, slow, reads = handlers()
+    mine, bearer = world["mine"], [("Authorization", "Bearer " + owner.key)]
+    julep = "/julep/executions/"
+    assert both(fast, slow, "GET", julep + mine, headers=bearer)[0] == 200
+    both(fast, slow, "GET", julep + mine, headers=[("X-API-Key", owner.key)])
+    assert reads["julep:execution_get"].served == 2
+    for case in (MISSING, world["theirs"], "nope", "-" * 40 + mine):
+        both(fast, slow, "GET", julep + case, headers=bearer)
+    for headers in ([], [("Authorization", "Bearer " + world["revoked"])]):
+        assert both(fast, slow, "GET", julep + mine, headers=headers)[0] == 401
+    for method in ("HEAD", "PUT", "DELETE"):
+        both(fast, slow, method, julep + mine, headers=bearer)
+
+    moderately = "/moderately/agent-executions/"
+    workspace = owner.workspace
+    for query in (
+        "",
+        f"teamIds={workspace.pk}",
+        f"teamIds={workspace.slug}",
+        f"teamIds=x,{workspace.pk.hex}",
+    ):
+        assert both(fast, slow, "GET", moderately + mine, query=query, headers=bearer)[0] == 200
+    assert reads["moderately:execution_retrieve"].served == 4
+    for query in ("teamIds=other", "teamIds=" + "a" * 201, "teamIds=%00"):
+        both(fast, slow, "GET", moderately + mine, query=query, headers=bearer)
+    for case in (MISSING, world["theirs"], "nope"):
+        both(fast, slow, "GET", moderately + case, headers=bearer)
+    assert both(fast, slow, "GET", moderately + mine)[0] == 401
+    both(fast, slow, "POST", moderately + mine, headers=bearer)
+
+
+def test_a_rate_limited_read_is_the_same_429(world, owner, settings):
+    settings.RATE_LIMIT = "3/minute"
+    settings.RATE_LIMIT_STORAGE = "memory://"
+    fast, slow, reads = handlers()  # each with its own counter, built under these settings
+    for path, headers in (
+        ("/api/v1/executions/", [("X-API-Key", owner.key)]),
+        ("/julep/executions/", [("Authorization", "Bearer " + owner.key)]),
+        ("/moderately/agent-executions/", [("Authorization", "Bearer " + owner.key)]),
+    ):
+        fast, slow, reads = handlers()
+        statuses = [
+            both(fast, slow, "GET", path + world["mine"], headers=headers)[0] for _ in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
