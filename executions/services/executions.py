@@ -78,7 +78,7 @@ def execution_start(
     try:
         with transaction.atomic():
             execution_id = new_id()
-            execution = Execution.objects.create(
+            execution = Execution(
                 id=execution_id,
                 trace_id=execution_id.hex,
                 workspace=workspace,
@@ -96,7 +96,8 @@ def execution_start(
                 # An external system runs these and reports back: no worker ever claims them.
                 runnable_at=None if agent.type == AgentType.EXTERNAL else timezone.now(),
             )
-            lifecycle.record(execution, type="init", actor=actor, input=input)
+            # The row and its `init` entry in two INSERTs (no savepoint, no UPDATE).
+            lifecycle.record_start(execution, actor=actor, input=input)
             if agent.type != AgentType.EXTERNAL:
                 transaction.on_commit(lambda: tasks.enqueue_run(execution_id))
     except IntegrityError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from executions import lifecycle, services
-from executions.models import Execution
+from executions.models import Execution, Transition
 
 
 def start(member, agent, **body):
@@ -207,3 +209,19 @@ def test_other_workspaces_and_viewers_are_refused(owner, outsider, viewer, agent
     assert viewer.post(f"/api/v1/executions/{execution.pk}/cancel").status_code == 403
     assert start(viewer, agent).status_code == 403
     assert owner.get("/api/v1/executions/not-a-uuid").status_code == 404
+
+
+def test_a_create_writes_the_row_and_its_init_entry_without_a_savepoint(
+    transactional_db, owner, agent
+):
+    with CaptureQueriesContext(connection) as captured:
+        execution, created = services.execution_start(
+            workspace=owner.workspace, agent=agent, input={"n": 2}
+        )
+    statements = [q["sql"].split()[0].upper() for q in captured.captured_queries]
+    assert created and "SAVEPOINT" not in statements and "UPDATE" not in statements
+    assert statements.count("INSERT") == 2
+    execution.refresh_from_db()
+    assert execution.transition_count == 1
+    [init] = Transition.objects.filter(execution=execution)
+    assert (init.seq, init.type, init.input, init.to_status) == (1, "init", {"n": 2}, "pending")
