@@ -15,5 +15,7 @@ def workspace(request: HttpRequest) -> dict[str, Any]:
         "workspace": membership.workspace,
         "membership": membership,
         "role": membership.role,
-        "memberships": selectors.membership_list_for_user(user=request.user),
+        # Read by WorkspaceMiddleware with the current one (no second query).
+        "memberships": getattr(request, "memberships", None)
+        or selectors.membership_list_for_user(user=request.user),
     }

@@ -32,6 +32,7 @@ class WorkspaceMiddleware:
         if not request.path.startswith(("/api/", "/julep", "/moderately", "/discuro", "/static")):
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
+                request.memberships = selectors.membership_list_for_user(user=user)
                 request.membership = current_membership(request)
                 request.workspace = request.membership.workspace if request.membership else None
         return self.get_response(request)
@@ -48,10 +49,16 @@ def too_large() -> JsonResponse:
 
 
 def current_membership(request: HttpRequest):
-    """The workspace chosen in the session, or the user's first one."""
-    wanted = request.session.get(SESSION_KEY)
-    chosen = selectors.membership_get(user=request.user, workspace=wanted) if wanted else None
-    return chosen or selectors.membership_get(user=request.user)
+    """The workspace chosen in the session, or the user's first one. Picked from
+    `request.memberships`, the user's memberships read once (one query): the workspace
+    switcher in every page's header lists the same rows (context_processors.workspace)."""
+    memberships = request.memberships
+    wanted = str(request.session.get(SESSION_KEY) or "")
+    if wanted:
+        for membership in memberships:
+            if str(membership.workspace_id) == wanted:
+                return membership
+    return memberships[0] if memberships else None
 
 
 class DepartedClientGuard:

@@ -16,7 +16,7 @@ def membership_get(*, user: Any, workspace: Any = None) -> Membership | None:
     when none is named; None when they are not a member (a malformed id is no membership)."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    memberships = membership_list_for_user(user=user)
+    memberships = Membership.objects.filter(user=user).select_related("workspace")
     if workspace in (None, ""):
         return memberships.order_by("created_at").first()
     workspace_id = getattr(workspace, "pk", workspace)
@@ -27,9 +27,15 @@ def membership_get(*, user: Any, workspace: Any = None) -> Membership | None:
     return memberships.filter(workspace_id=workspace_id).first()
 
 
-def membership_list_for_user(*, user: Any) -> QuerySet:
-    """Every workspace the user belongs to (the dashboard's workspace switcher)."""
-    return Membership.objects.filter(user=user).select_related("workspace")
+def membership_list_for_user(*, user: Any) -> list[Membership]:
+    """Every workspace the user belongs to, oldest membership first (the first is the one a
+    session that chose none shows): the dashboard reads it once per request, for the current
+    workspace and the header's switcher."""
+    return list(
+        Membership.objects.filter(user=user)
+        .select_related("workspace")
+        .order_by("created_at", "id")
+    )
 
 
 def membership_list(*, workspace: Workspace) -> QuerySet:
@@ -48,4 +54,6 @@ def apikey_list(*, workspace: Workspace | None = None) -> QuerySet:
 
 
 def savedview_list(*, workspace: Workspace) -> QuerySet:
-    return SavedView.objects.filter(workspace=workspace).select_related("created_by")
+    """The workspace's saved views, by name; who made one is `created_by_id` (the list page
+    compares it with the user's id), so the users are not joined."""
+    return SavedView.objects.filter(workspace=workspace)
