@@ -61,9 +61,13 @@ TIMELINE_LIMIT = 50  # the latest entries; older ones load on demand (issue 12)
 # --- overview --------------------------------------------------------------------------------
 
 
-def overview_counts_context(workspace: Any, *, day: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The counts cards; `day` is the last 24 h's execution_stats when the caller has them."""
-    stats = selectors.execution_stats(workspace=workspace)
+def overview_counts_context(
+    workspace: Any, *, stats: dict[str, Any] | None = None, day: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The counts cards; `stats` and `day` are all time's and the last 24 h's execution_stats
+    when the caller has them (the overview page reads them with its charts)."""
+    if stats is None:
+        stats = selectors.execution_stats(workspace=workspace)
     if day is None:
         since = timezone.now() - timedelta(hours=24)
         day = selectors.execution_stats(workspace=workspace, since=since)

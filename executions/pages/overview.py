@@ -26,29 +26,27 @@ def overview(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace
     context = base_context(request, "overview", live={"page": "overview"})
     now = timezone.now()
-    # The 24 h cards and the hourly chart read one window: its rows once, summed both ways.
-    day, hourly = selectors.execution_stats_hourly(
-        workspace=workspace, since=now - timedelta(hours=24)
+    # The cards, the hourly chart and the cost chart from one set of reads (overview_counts):
+    # 24 h from now, and the chart's seven whole days from midnight six days ago.
+    counts = selectors.overview_counts(
+        workspace=workspace,
+        day_since=now - timedelta(hours=24),
+        week_since=now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6),
     )
-    context.update(overview_counts_context(workspace, day=day))
+    context.update(overview_counts_context(workspace, stats=counts["stats"], day=counts["day"]))
     context.update(overview_approvals_context(workspace))
     # The header badge counts the same rows: one read for both (base.html's _nav_count).
     context["nav_count"] = context["pending_approvals"]
-    context["hourly"] = hourly_chart(hourly, now=now)
-    context["cost_chart"] = cost_chart(
-        # From midnight six days ago: the chart's seven whole days, read from day rollups.
-        selectors.execution_daily_cost(
-            workspace=workspace,
-            since=now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6),
-        ),
-        now=now,
-    )
+    context["hourly"] = hourly_chart(counts["hourly"], now=now)
+    context["cost_chart"] = cost_chart(counts["daily_cost"], now=now)
     context["percentiles"] = selectors.execution_duration_percentiles(
         workspace=workspace, since=now - timedelta(days=7)
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
     context["recent"] = attach_times(list(recent.order_by("-id")[:8]))
-    context["has_agents"] = selectors.agent_list(workspace=workspace).exists()
+    # Read only by the empty state (no runs yet): the template calls it, so a page with runs
+    # does not ask.
+    context["has_agents"] = selectors.agent_list(workspace=workspace).exists
     return render(request, "executions/overview.html", context)
 
 

@@ -50,6 +50,7 @@ from executions.selectors.stats import (
     execution_hourly,
     execution_stats,
     execution_stats_hourly,
+    overview_counts,
 )
 from executions.selectors.workspaces import (
     apikey_list,
@@ -92,6 +93,7 @@ __all__ = [
     "membership_list_for_user",
     "metadata_value",
     "order_executions",
+    "overview_counts",
     "page_params",
     "count_capped",
     "paginate",
