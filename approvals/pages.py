@@ -29,7 +29,6 @@ from executions.lifecycle import Actor, IllegalTransition
 from executions.models import Role, role_at_least
 from executions.pages.approval_contexts import (
     approval_detail_context,
-    can_decide,
     inbox_counts,
     inbox_page,
     item_context,
@@ -72,6 +71,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         where = {"after": None, "before": None}
         shown = inbox_page(request.workspace, request.membership, request.user, tab)
     items = shown.items
+    cards = [item_context(a, request.membership, request.user) for a in items]
     # Live inserts only where the page shows the whole tab: with more pages, a new approval may
     # belong on another one (the tab counts still update).
     whole = "0" if shown.before or shown.after else "1"
@@ -86,8 +86,8 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "count_labels": {k: label for k, (_, label) in counts.items()},
             # The header badge: the workspace's pending count, which the "all" tab counted.
             "nav_count": counts["all"][0],
-            "items": [item_context(a, request.membership, request.user) for a in items],
-            "any_decidable": any(can_decide(a, request.membership, request.user) for a in items),
+            "items": cards,
+            "any_decidable": any(card["item_can_decide"] for card in cards),
             "page_before": shown.before,
             "page_after": shown.after,
             "paged": bool(where["after"] or where["before"]),

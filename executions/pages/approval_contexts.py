@@ -6,21 +6,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q
 
 from approvals import policies
 from approvals import selectors as approval_selectors
 from approvals import services as approval_services
-from approvals.models import Approval, ApprovalStatus
+from approvals.models import Approval, ApprovalDecision, ApprovalStatus
 from executions import selectors
 from executions.errors import Forbidden
 from executions.forms import SchemaForm
 from executions.lifecycle import Actor
 from executions.models import Execution, Membership, Role, role_at_least
 
+User = get_user_model()
+
 INBOX_LIMIT = 50  # cards rendered per inbox page (issue 12)
 # What a card and the decide rules read of the approval's run: not its input and output.
 CARD_RUN = ("id", "workspace_id", "agent_id", "status", "created_by_user_id", "created_by_key_id")
+# What a card (steward_inbox.inbox_card), the decide rules (policies.check_can_decide) and the
+# inbox's keyset cursors read of an approval: not its schemas, options, escalation targets or
+# results (JSON documents decoded for every card otherwise).
+CARD_FIELDS = (
+    "id", "workspace_id", "execution_id", "title", "payload", "status", "assignee_roles",
+    "forbid_self_approval", "required_approvals", "expires_at", "decided_by_label",
+    "created_at", "updated_at",
+)  # fmt: skip
 
 
 def _decider(membership: Membership, user: Any) -> policies.Decider:
@@ -190,14 +201,20 @@ def _has_fields(schema: Any) -> bool:
 
 
 def item_context(approval: Approval, membership: Membership, user: Any) -> dict[str, Any]:
+    # The votes once, from the page's (or the fan-out's) prefetch: the quorum bar and, on a
+    # decided card, the latest vote's reason (not a query per decided card).
+    votes = getattr(approval, "card_votes", None)
+    if votes is None:
+        votes = list(approval.decisions.all())
+    last = None
+    if approval.status != ApprovalStatus.PENDING and votes:
+        last = max(votes, key=lambda d: (d.created_at, d.id))
     return {
         "a": approval,
-        "item_progress": progress(approval),
+        "item_progress": progress(approval, votes),
         "item_can_decide": can_decide(approval, membership, user),
         "item_proposal": proposal(approval.payload),
-        "item_last": approval.decisions.order_by("-created_at", "-id").first()
-        if approval.status != ApprovalStatus.PENDING
-        else None,
+        "item_last": last,
     }
 
 
@@ -250,24 +267,54 @@ def inbox_page(
     approvals = (
         approval_selectors.approval_list(workspace=workspace)
         .select_related(None)
+        .prefetch_related(None)
+        .only(*CARD_FIELDS)
         .prefetch_related(
-            Prefetch("execution", queryset=Execution.objects.only(*CARD_RUN)), "execution__agent"
+            # The run and its agent's name in one query (a join on two primary keys).
+            Prefetch(
+                "execution",
+                queryset=Execution.objects.select_related("agent").only(
+                    *CARD_RUN, "agent__id", "agent__name"
+                ),
+            ),
+            Prefetch("assignee_users", queryset=User.objects.only("id", "username")),
         )
     )
     if tab == "decided":
-        return approval_selectors.approval_decided_page(
+        shown = approval_selectors.approval_decided_page(
             approvals.exclude(status=ApprovalStatus.PENDING),
             after=after,
             before=before,
             limit=INBOX_LIMIT,
         )
-    pending = approvals.filter(status=ApprovalStatus.PENDING)
-    return approval_selectors.approval_keyset_page(
-        pending.filter(tab_filter(tab, membership, user)),
-        after=after,
-        before=before,
-        limit=INBOX_LIMIT,
-    )
+    else:
+        shown = approval_selectors.approval_keyset_page(
+            approvals.filter(status=ApprovalStatus.PENDING).filter(
+                tab_filter(tab, membership, user)
+            ),
+            after=after,
+            before=before,
+            limit=INBOX_LIMIT,
+        )
+    _attach_votes(shown.items)
+    return shown
+
+
+def _attach_votes(approvals: list[Approval]) -> None:
+    """`card_votes` on each approval, read only where a card shows them: a quorum bar (a
+    pending approval needing more than one approval) or a decided card's reason. A pending
+    approval decided by one vote has none to show: the usual inbox page reads no votes."""
+    wanted = [
+        a.pk
+        for a in approvals
+        if a.status != ApprovalStatus.PENDING or (a.required_approvals or 1) > 1
+    ]
+    votes: dict[Any, list] = {pk: [] for pk in wanted}
+    if wanted:
+        for vote in ApprovalDecision.objects.filter(approval_id__in=wanted):
+            votes[vote.approval_id].append(vote)
+    for approval in approvals:
+        approval.card_votes = votes.get(approval.pk, [])
 
 
 def approval_detail_context(
