@@ -53,6 +53,7 @@ from bench.engine_parts import (  # noqa: E402 - after the path that makes `benc
     start_workers,
     stop,
     tree_rss_kb,
+    wait_idle,
     wait_ready,
 )
 
@@ -207,7 +208,10 @@ def main() -> None:
 
     django.setup()
 
+    from django.utils import timezone
+
     from executions import services
+    from executions.engine import queue
     from executions.models import Execution, Transition
 
     log_dir = Path("/tmp/steward-bench")
@@ -220,11 +224,17 @@ def main() -> None:
     # 1. throughput -------------------------------------------------------------------------
     for n in range(args.executions):
         services.execution_start(workspace=workspace, agent=agent, input={"n": n})
+    # Held back until the workers are warm (started, and their SDK preload done: the CPU of
+    # start-up is not the CPU of a run), as Celery's and DBOS's clocks start once warm.
+    Execution.objects.filter(agent=agent).update(runnable_at=None)
     procs = start_workers(env, args.workers, args.concurrency, log_dir)
     wait_ready(procs, log_dir)
+    wait_idle(procs)
     worker_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
     backends: dict[int, float] = {pid: cpu_seconds(pid) for pid in backend_pids(database_url)}
     began = time.monotonic()
+    Execution.objects.filter(agent=agent).update(runnable_at=timezone.now())
+    queue.wake()
     peak_rss = 0
     while Execution.objects.filter(agent=agent, status="completed").count() < args.executions:
         peak_rss = max(peak_rss, sum(rss_kb(p.pid) for p in procs))

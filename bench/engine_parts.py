@@ -175,6 +175,16 @@ def wait_ready(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 30
             time.sleep(0.05)
 
 
+def wait_idle(procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Until the processes' CPU over half a second is under 5 % (start-up work done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(p.pid) for p in procs)
+        time.sleep(0.5)
+        if sum(cpu_seconds(p.pid) for p in procs) - before < 0.025 * len(procs):
+            return
+
+
 def approve_to_running(workspace, watcher: Watcher, samples: int) -> dict:
     """Park `samples` executions on an approval one after another, approve each through the
     approvals service as a reviewer, and time the worker picking it up again."""

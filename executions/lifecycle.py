@@ -9,7 +9,7 @@ after the transaction commits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from executions import rollups
+from executions import bulk, rollups
 from executions.live import events
 from executions.models import TERMINAL_STATUSES, ActorType, ApiKey, Execution, Transition
 
@@ -369,6 +369,131 @@ def append_many(
     return steps
 
 
+@dataclass
+class Pending:
+    """One execution's write held for a batch (`append_batch`): its entries and columns as
+    `append_many` takes them, and what to do once it is in (`events`, `then`: the engine's)."""
+
+    execution: Execution
+    entries: list[dict[str, Any]]
+    fields: dict[str, Any]
+    guard: dict[str, Any]
+    events: list[Any] = field(default_factory=list)
+    then: Callable[[], None] | None = None
+
+
+def append_batch(batch: list[Pending], *, actor: Actor = SYSTEM) -> list[Pending]:
+    """Group commit: `append_many` for many executions at once, in the caller's transaction,
+    with one compare-and-set UPDATE for all of them (bulk.update_many, RETURNING the ids that
+    matched), one INSERT of the winners' entries, and their rollups together. Returns the
+    Pendings that won; one that lost (cancelled meanwhile, its lease taken, a comment landed)
+    wrote nothing and is left to the caller (the engine retries it through `append_many`,
+    which re-reads and retries or refuses). Events go out after commit, in one hand-over per
+    batch (live.events.transitions_committed).
+
+    The rows must be as the caller last saw them (the engine's claim): each one's moves are
+    checked against the table from that status, and its compare-and-set is on that status,
+    that history length and the guard."""
+    if any(set(pending.guard) != {"lease_owner"} for pending in batch):
+        raise ValueError("append_batch writes leased runs: each guard is {'lease_owner': …}")
+    now = timezone.now()
+    plans: list[tuple[Pending, str, list[tuple[str, str]], dict[str, Any]]] = []
+    for pending in batch:
+        current = pending.execution
+        src = status = current.status
+        moves = []
+        for entry in pending.entries:
+            to = entry.get("to")
+            if (to is not None and not can_move(status, to)) or (to is None and status in TERMINAL):
+                break
+            moves.append((status, to or status))
+            status = to or status
+        else:
+            updates: dict[str, Any] = {**pending.fields, "updated_at": now}
+            if status != src:
+                _move_fields(current, status, now, updates)
+                if status in TERMINAL and current.started_at is None:
+                    updates.setdefault("started_at", now)
+            plans.append((pending, src, moves, updates))
+    if not plans:
+        return []
+    won: set[Any] = set()
+    # One statement per shape of update (in practice one: every run's end sets the same
+    # columns); a shape's columns are the union, a row lacking one keeps its current value.
+    shapes: dict[tuple[str, ...], list] = {}
+    for plan in plans:
+        shapes.setdefault(tuple(sorted(plan[3])), []).append(plan)
+    for columns, group in shapes.items():
+        rows = []
+        for pending, src, moves, updates in group:
+            row = {f"set_{name}": value for name, value in updates.items()}
+            row.update(
+                {
+                    "id": pending.execution.pk,
+                    "src": src,
+                    "seen": pending.execution.transition_count,
+                    "owner": pending.guard.get("lease_owner", ""),
+                    "added": len(pending.entries),
+                    "set_status": moves[-1][1],
+                }
+            )
+            rows.append(row)
+        won.update(
+            bulk.update_many(
+                Execution,
+                rows,
+                match={
+                    "id": "id",
+                    "status": "src",
+                    "transition_count": "seen",
+                    "lease_owner": "owner",
+                },
+                set_={name: f"set_{name}" for name in (*columns, "status")},
+                add={"transition_count": "added"},
+            )
+        )
+    done = [plan for plan in plans if plan[0].execution.pk in won]
+    steps = Transition.objects.bulk_create(
+        [
+            Transition(
+                execution_id=pending.execution.pk,
+                seq=pending.execution.transition_count + 1 + i,
+                type=entry["type"],
+                from_status=from_status,
+                to_status=to_status,
+                actor_type=actor.type,
+                actor_user_id=actor.user_id,
+                actor_key_id=actor.key_id,
+                actor_label=actor.label,
+                created_at=now,
+                **_clean_details({k: v for k, v in entry.items() if k not in ("type", "to")}),
+            )
+            for pending, _, moves, _ in done
+            for i, (entry, (from_status, to_status)) in enumerate(
+                zip(pending.entries, moves, strict=True)
+            )
+        ]
+    )
+    published: list[tuple[Execution, list[Transition]]] = []
+    ended: list[tuple[Execution, str, Any, dict[str, Any]]] = []
+    at = 0
+    for pending, src, moves, updates in done:
+        execution = pending.execution
+        own, at = steps[at : at + len(moves)], at + len(moves)
+        to = moves[-1][1] if moves[-1][1] != src else None
+        created_at = execution.created_at
+        _refresh(execution, src_row=execution, to=to, seq=own[-1].seq, now=now, updates=updates)
+        published.append((execution, own))
+        if to in TERMINAL:
+            ended.append((execution, to, created_at, updates))
+            if src == Status.AWAITING_APPROVAL:
+                for callback in _ON_END:
+                    callback(execution)
+    rollups.count_ended_many(ended)
+    transaction.on_commit(lambda: events.transitions_committed(published))
+    return [plan[0] for plan in done]
+
+
 def _clean_details(details: dict[str, Any]) -> dict[str, Any]:
     allowed = {
         "step_path",
@@ -429,29 +554,3 @@ def _schedule_event(execution: Execution, step: Transition, *, publish: bool = T
         lambda: events.transition_committed(execution=execution, transition=step, publish=publish)
     )
 
-
-def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = None) -> Transition:
-    """Insert a new, unsaved execution together with its `init` entry (seq 1), in the caller's
-    transaction: what `create()` then `record(type="init")` wrote, in two INSERTs instead of
-    an INSERT, a savepoint, a compare-and-set UPDATE and an INSERT. Nobody can see the row
-    before it commits, so there is no race to guard against (docs/performance.md, "API")."""
-    now = timezone.now()
-    execution.transition_count = 1
-    execution.updated_at = now
-    with transaction.atomic(savepoint=False):
-        execution.save(force_insert=True)
-        step = Transition.objects.create(
-            execution_id=execution.pk,
-            seq=1,
-            type="init",
-            from_status=execution.status,
-            to_status=execution.status,
-            actor_type=actor.type,
-            actor_user_id=actor.user_id,
-            actor_key_id=actor.key_id,
-            actor_label=actor.label,
-            created_at=now,
-            **_clean_details({"input": input}),
-        )
-        _schedule_event(execution, step)
-    return step

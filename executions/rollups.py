@@ -50,6 +50,46 @@ def count_ended(execution: Execution, *, status: str, created_at: Any, updates: 
     )
 
 
+def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
+    """`count_ended` for a batch of runs that ended in one transaction (the engine's group
+    commit): summed per rollup row first, then one UPDATE per row, in key order, so two
+    batches ending at once lock their common rows in the same order (no deadlock)."""
+    sums: dict[tuple, dict[str, Any]] = {}
+    for execution, status, created_at, updates in ended:
+        cost = updates.get("cost", execution.cost)
+        costed = 1 if cost is not None and cost > 0 else 0
+        key = (
+            str(execution.workspace_id),
+            str(execution.agent_id),
+            status,
+            created_at.replace(minute=0, second=0, microsecond=0),
+            execution.pk.int % ROLLUP_SHARDS,
+        )
+        into = sums.setdefault(
+            key,
+            {
+                "workspace_id": execution.workspace_id,
+                "agent_id": execution.agent_id,
+                "amounts": {"count": 0, "costed": 0, "cost": Decimal(0), "duration_ms": 0},
+            },
+        )
+        amounts = into["amounts"]
+        amounts["count"] += 1
+        amounts["costed"] += costed
+        amounts["cost"] += Decimal(cost) if costed else Decimal(0)
+        amounts["duration_ms"] += updates.get("duration_ms") or 0
+    for key in sorted(sums):
+        into = sums[key]
+        rollup_add(
+            workspace_id=into["workspace_id"],
+            agent_id=into["agent_id"],
+            status=key[2],
+            hour=key[3],
+            shard=key[4],
+            **into["amounts"],
+        )
+
+
 def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,
                **amounts: Any) -> None:  # fmt: skip
     """Add `amounts` (count, costed, cost, duration_ms; negative to subtract) to one rollup row.

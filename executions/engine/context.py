@@ -43,6 +43,7 @@ from executions.engine.stop import (
     EngineStop,
     HandBack,
     LeaseLost,
+    NeedsThread,
     Park,
     StepFailed,
     Stops,
@@ -60,6 +61,7 @@ __all__ = [
     "EngineStop",
     "HandBack",
     "LeaseLost",
+    "NeedsThread",
     "Park",
     "Recorded",
     "RunContext",
@@ -82,7 +84,14 @@ PURE_KINDS = frozenset(
 
 class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
     def __init__(
-        self, execution: Execution, *, owner: str, worker: Any = None, fresh: bool = False
+        self,
+        execution: Execution,
+        *,
+        owner: str,
+        worker: Any = None,
+        fresh: bool = False,
+        pure_only: bool = False,
+        rows: list[dict[str, Any]] | None = None,
     ) -> None:
         self.execution = execution
         self.owner = owner
@@ -110,15 +119,23 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self._deferred_fields: dict[str, Any] = {}
         self._deferred_events: list[tuple[str, dict[str, Any]]] = []
         self.start_deferred = False
-        # A fresh run (it was pending a moment ago) has no recorded steps to replay.
-        recorded = (
-            []
-            if fresh
-            else Transition.objects.filter(execution_id=execution.pk, type="step").values(
-                "step_path", "step_kind", "output", "usage", "cost"
+        # Tried in a batch (engine/batch.py): anything not pure raises NeedsThread before it
+        # does anything, and the run's end is handed to the batch (`collected`), not written.
+        self.pure_only = pure_only
+        self.collected: lifecycle.Pending | None = None
+        # A fresh run (it was pending a moment ago) has no recorded steps to replay; a run
+        # handed on from a batch brings the rows the batch read.
+        if fresh:
+            rows = []
+        elif rows is None:
+            rows = list(
+                Transition.objects.filter(execution_id=execution.pk, type="step").values(
+                    "step_path", "step_kind", "output", "usage", "cost"
+                )
             )
-        )
-        for row in recorded:
+        self.rows = rows
+        self.lost_worker = False  # resumed after its worker died (runner.context_for)
+        for row in rows:
             self.recorded[row["step_path"]] = Recorded(
                 row["output"], row["step_kind"], row["usage"], row["cost"]
             )
@@ -178,6 +195,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             return done.output
         self.check()
         if kind not in PURE_KINDS:
+            self.gate()
             self.before_effect()
         started_at = timezone.now()
         result = fn()
@@ -242,6 +260,11 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
 
     # --- held-back records -------------------------------------------------------------------
 
+    def gate(self) -> None:
+        """Before anything that is not pure: a run tried in a batch goes to a thread instead."""
+        if self.pure_only:
+            raise NeedsThread()
+
     def defer_start(self, event: tuple[str, dict[str, Any]]) -> None:
         """pending → running, held back with the steps after it (and the event announcing it)."""
         with self._lock:
@@ -267,8 +290,21 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             if not all_entries and then is None:
                 return
             merged = {**held_fields, **(fields or {})}
-            if not any(e.get("to") in TERMINAL for e in all_entries):
+            ends = any(e.get("to") in TERMINAL for e in all_entries)
+            if not ends:
                 merged.setdefault("lease_expires_at", self.lease_until())
+            if self.pure_only:
+                if not ends:
+                    # Put back: a write before the end means a side effect comes next.
+                    self._deferred, self._deferred_fields = held, held_fields
+                    self._deferred_events = events
+                    raise NeedsThread()
+                # The run's end, in a batch: the batch writes it with the others' (one
+                # transaction), then emits `events` and runs `then` if its compare-and-set won.
+                self.collected = lifecycle.Pending(
+                    self.execution, all_entries, merged, self.guard, events=events, then=then
+                )
+                return
             try:
                 with transaction.atomic(), self.batched_events():
                     lifecycle.append_many(
@@ -356,7 +392,12 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
     def run_parallel(self, fns: list[Callable[[], Any]], parallelism: int | None = None) -> list:
         """Run branches on threads. Failures win over parks; a park is raised after every branch
         has run as far as it can (their finished steps are recorded)."""
-        if len(fns) <= 1 or (parallelism is not None and parallelism <= 1) or serial_db():
+        if (
+            len(fns) <= 1
+            or (parallelism is not None and parallelism <= 1)
+            or self.pure_only  # pure branches in a batch: no threads for a few expressions
+            or serial_db()
+        ):
             return [fn() for fn in fns]
         results: list[Any] = [None] * len(fns)
         errors: list[BaseException | None] = [None] * len(fns)

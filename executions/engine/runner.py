@@ -93,7 +93,41 @@ def _log(execution: Execution, src: str, to: str, extra: str = "") -> None:
         )
 
 
-def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None:
+def context_for(
+    execution: Execution,
+    *,
+    owner: str,
+    worker: Any = None,
+    pure_only: bool = False,
+    rows: list | None = None,
+) -> RunContext:
+    """The run context of a claimed execution: a fresh run's start held back with its first
+    steps, or a resumed run's records read for replay (`rows`: already read by a batch)."""
+    execution_id = execution.pk
+    if execution.status == Status.PENDING:
+        ctx = RunContext(execution, owner=owner, worker=worker, fresh=True, pure_only=pure_only)
+        started = {"execution_id": str(execution_id), "user_message_id": ""}
+        ctx.defer_start(("execution", started))
+        return ctx
+    ctx = RunContext(execution, owner=owner, worker=worker, pure_only=pure_only, rows=rows)
+    ctx.lost_worker = not (ctx.state.get("parked") or ctx.state.get("handed_back_at"))
+    if ctx.lost_worker and not pure_only:  # a batch logs it once the run is written
+        log_lost_worker(execution_id)
+    ctx.state.pop("parked", None)  # resumed: a later crash is a lost worker again
+    _count_downtime(ctx)
+    return ctx
+
+
+def log_lost_worker(execution_id: Any) -> None:
+    logger.warning(
+        "execution %s lost its worker (its lease expired); resuming after its last recorded step",
+        execution_id,
+    )
+
+
+def run_claimed(
+    execution: Execution, *, owner: str, worker: Any = None, rows: list | None = None
+) -> None:
     """Run an execution whose lease `owner` holds, to its end or its next stop."""
     execution_id = execution.pk
     if execution.status not in (Status.PENDING, Status.RUNNING):
@@ -102,20 +136,7 @@ def run_claimed(execution: Execution, *, owner: str, worker: Any = None) -> None
     ctx: RunContext | None = None
     try:
         _attach(execution)
-        if execution.status == Status.PENDING:
-            ctx = RunContext(execution, owner=owner, worker=worker, fresh=True)
-            started = {"execution_id": str(execution_id), "user_message_id": ""}
-            ctx.defer_start(("execution", started))
-        else:
-            ctx = RunContext(execution, owner=owner, worker=worker)
-            if not (ctx.state.get("parked") or ctx.state.get("handed_back_at")):
-                logger.warning(
-                    "execution %s lost its worker (its lease expired); resuming after its "
-                    "last recorded step",
-                    execution_id,
-                )
-            ctx.state.pop("parked", None)  # resumed: a later crash is a lost worker again
-            _count_downtime(ctx)
+        ctx = context_for(execution, owner=owner, worker=worker, rows=rows)
         output = execute(ctx)
         finish(ctx, output)
     except Park as park:
@@ -232,8 +253,9 @@ def finish(ctx: RunContext, output: Any) -> None:
         _wake_parent(execution)
 
     ctx.write([{"type": "finish", "to": Status.COMPLETED, "output": output}], fields, then=then)
-    ctx.lease_released = True
-    _log(execution, Status.RUNNING, Status.COMPLETED, f"{execution.duration_ms} ms")
+    if ctx.collected is None:  # in a batch, the batch writes it and logs it
+        ctx.lease_released = True
+        _log(execution, Status.RUNNING, Status.COMPLETED, f"{execution.duration_ms} ms")
 
 
 def fail(ctx: RunContext | None, execution: Execution, message: str) -> None:

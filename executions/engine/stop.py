@@ -49,6 +49,12 @@ class LeaseLost(EngineStop):
     """Another worker holds the execution now; stop without writing."""
 
 
+class NeedsThread(EngineStop):
+    """A run tried in a batch (engine/batch.py) reached something that is not pure (a model or
+    tool call, an approval, input, a sleep, a child): nothing was written or sent; it goes to a
+    thread of its own and runs from its last record as any claimed run does."""
+
+
 class HandBack(EngineStop):
     """The worker is shutting down: release the lease and queue the run again."""
 

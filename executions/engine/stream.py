@@ -37,6 +37,8 @@ class Stream:
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """Store a streamed event and publish it once the row is committed."""
+        if self._event_batch is None and getattr(self, "pure_only", False):
+            self.gate()  # type: ignore[attr-defined] - an event sent mid-run: not pure
         event = ExecutionEvent(execution_id=self.execution.pk, type=type, data=jsonable(data))
         # Under the run's lock: a write holds it through its commit, so an event stored here
         # (committed at once) never takes an id below one still uncommitted in another thread

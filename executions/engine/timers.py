@@ -18,13 +18,14 @@ INLINE_SLEEP_SECONDS = 0.5
 
 
 class Timers:
-    """The sleep part of RunContext. Uses: state, recorded, check(),
+    """The sleep part of RunContext. Uses: state, recorded, gate(), check(),
     should_stop(), raise_stop(), record(), parked_state(), park_in_place()."""
 
     def sleep(self, path: str, seconds: float, passthrough: Any) -> Any:
         done = self.recorded.get(path)
         if done is not None:
             return passthrough
+        self.gate()  # a batch does not sleep: the run goes to a thread of its own
         self.check()
         if seconds <= INLINE_SLEEP_SECONDS:
             deadline = time.monotonic() + max(0.0, seconds)

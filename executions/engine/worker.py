@@ -34,7 +34,7 @@ from django_tasks_db.compat import TaskContext, TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
-from executions.engine import checkpoints, providers, queue, retention, runner, wakeup
+from executions.engine import batch, checkpoints, providers, queue, retention, runner, wakeup
 from executions.engine.threads import loop_binding
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
@@ -42,6 +42,9 @@ from executions.models import Execution
 logger = logging.getLogger("steward.worker")
 
 MAINTENANCE_TICK_SECONDS = 0.25
+# An idle worker asks the database for the next due time at most this often; in between,
+# due times arrive as wake-ups' hints (a sleep's end) and an expired lease waits this long.
+IDLE_QUERY_SECONDS = 1.0
 SIDE_WORK_SECONDS = 0.5
 PURGE_INTERVAL_SECONDS = 3600.0
 # Side work runs on a few threads of its own: a slow webhook must not take a run's thread.
@@ -96,6 +99,10 @@ class Worker:
         self.completed = 0
         # The next due time the idle query found (monotonic), reused while runs are in flight.
         self._next_due = 0.0
+        self._next_due_read = -IDLE_QUERY_SECONDS  # when (monotonic) it was last read
+        # How many runs the last batch finished without a thread (engine/batch.py): a claim
+        # may take that many beyond the free threads, since pure runs need none.
+        self._batch_credit = CLAIM_BATCH
 
     # --- the executions this process holds ------------------------------------------------
 
@@ -207,8 +214,9 @@ class Worker:
                 if hint is not None:
                     self._next_due = min(self._next_due, hint)
                 free = self.concurrency - self._inflight
-                limit = min(free, CLAIM_BATCH)
-                claimed = self._claim(limit) if free > 0 else []
+                limit = min(max(free, 0) + self._batch_credit, CLAIM_BATCH)
+                claimed = self._claim(limit) if limit > 0 else []
+                fresh = []
                 for execution in claimed:
                     key = str(execution.pk)
                     with self._held_lock:
@@ -217,11 +225,13 @@ class Worker:
                         # Our own lease ran out (a stalled renewal) and we took it again: the
                         # run in flight here goes on; a second one must not start.
                         continue
+                    self.hold(key)
+                    fresh.append(execution)
+                for execution, rows in self._run_batch(fresh):
                     with self._inflight_lock:
                         self._inflight += 1
-                    self.hold(key)
-                    pool.submit(self._run, execution)
-                if free <= 0:
+                    pool.submit(self._run, execution, rows)
+                if limit <= 0:
                     self._wake.wait(self.max_idle)  # a run that ends wakes the loop
                 elif len(claimed) >= limit:
                     continue  # a full batch: more may be due, claim again at once
@@ -258,6 +268,12 @@ class Worker:
             return []
 
     def _idle_seconds(self) -> float:
+        now = time.monotonic()
+        if now - self._next_due_read < IDLE_QUERY_SECONDS and self._next_due > now:
+            # Read a moment ago (a batch just ended): no statement on the way to the next
+            # wake-up, so the batch's publish does not share the process with a query.
+            return self._due_in()
+        self._next_due_read = now
         try:
             seconds = queue.seconds_until_due(cap=self.max_idle)
         except OperationalError:
@@ -284,10 +300,32 @@ class Worker:
                 self.grace_seconds,
             )
 
-    def _run(self, execution: Execution) -> None:
+    def _run_batch(self, claimed: list[Execution]) -> list[tuple[Execution, list | None]]:
+        """The pure runs of a claim, run and written at once on this thread; the rest (with
+        what was read for them) for the pool."""
+        if not claimed:
+            return []
+        try:
+            leftover = batch.run_batch(claimed, owner=self.owner, worker=self)
+        except Exception:  # noqa: BLE001 - then each run goes to a thread, as without batching
+            logger.exception("worker %s: a batch failed", self.owner)
+            close_old_connections()
+            return [(execution, None) for execution in claimed]
+        handed = {execution.pk for execution, _ in leftover}
+        finished = 0
+        for execution in claimed:
+            if execution.pk not in handed:
+                self.unhold(str(execution.pk))
+                finished += 1
+        with self._inflight_lock:
+            self.completed += finished
+        self._batch_credit = finished
+        return leftover
+
+    def _run(self, execution: Execution, rows: list | None = None) -> None:
         key = str(execution.pk)
         try:
-            runner.run_claimed(execution, owner=self.owner, worker=self)
+            runner.run_claimed(execution, owner=self.owner, worker=self, rows=rows)
         except BaseException:  # noqa: BLE001 - a run must never take the worker down
             logger.exception("execution %s: the runner failed", key)
         finally:

@@ -44,6 +44,22 @@ def add_listener(fn) -> None:
         _listeners.append(fn)
 
 
+def send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send many messages (a batch's): through the publisher thread, one Redis pipeline per
+    lane instead of a round trip each; elsewhere (in-memory layer, a server loop) one by one.
+    Each group's messages keep their order."""
+    if not items:
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    if getattr(layer, "publish_off_thread", False) or _needs_own_loop():
+        _publisher().submit_many(layer, items)
+        return
+    for group, message in items:
+        send(group, message)
+
+
 def send(group: str, message: dict[str, Any]) -> None:
     """Send to a channel group; a failing layer must never undo or break the committed write."""
     layer = get_channel_layer()
@@ -144,7 +160,10 @@ class _Publisher:
         while True:
             layer, group, message = await queue.get()
             try:
-                await layer.group_send(group, message)
+                if group is None:  # a batch (submit_many): `message` is its list of items
+                    await _group_send_many(layer, message)
+                else:
+                    await layer.group_send(group, message)
             except Exception as exc:  # noqa: BLE001 - best effort, like send()
                 layer_health.failed(exc)
             else:
@@ -160,11 +179,46 @@ class _Publisher:
         with self.idle:
             self.idle.wait_for(lambda: self.pending <= 0, timeout=timeout)
 
+    def submit_many(self, layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """A batch: split by lane (a group always goes to the same lane, so its messages stay
+        in order with the single ones), each lane's part sent as one pipeline."""
+        lanes: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for group, message in items:
+            lanes.setdefault(hash(group) % self.LANES, []).append((group, message))
+        with self.idle:
+            self.pending += len(lanes)
+        for lane, part in lanes.items():
+            self.loop.call_soon_threadsafe(self.queues[lane].put_nowait, (layer, None, part))
+
     def submit(self, layer: Any, group: str, message: dict[str, Any]) -> None:
         with self.idle:
             self.pending += 1
         queue = self.queues[hash(group) % self.LANES]
         self.loop.call_soon_threadsafe(queue.put_nowait, (layer, group, message))
+
+
+async def _group_send_many(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """group_send for many messages: on channels-redis's pub/sub layer, the PUBLISHes of each
+    shard go in one pipeline (one round trip); any other layer gets them one by one."""
+    loop_layer = layer._get_layer() if hasattr(layer, "_get_layer") else None
+    shard_of = getattr(loop_layer, "_get_shard", None)
+    channel_of = getattr(loop_layer, "_get_group_channel_name", None)
+    if shard_of is None or channel_of is None or not hasattr(layer, "serialize"):
+        for group, message in items:
+            await layer.group_send(group, message)
+        return
+    shards: dict[int, tuple[Any, list[tuple[str, bytes]]]] = {}
+    for group, message in items:
+        channel = channel_of(group)
+        shard = shard_of(channel)
+        shards.setdefault(id(shard), (shard, []))[1].append((channel, layer.serialize(message)))
+    for shard, published in shards.values():
+        async with shard._lock:
+            shard._ensure_redis()
+            pipe = shard._redis.pipeline(transaction=False)
+            for channel, data in published:
+                pipe.publish(channel, data)
+            await pipe.execute()
 
 
 _publisher_instance: _Publisher | None = None
@@ -180,16 +234,45 @@ def _publisher() -> _Publisher:
     return _publisher_instance
 
 
-def transition_committed(*, execution: Any, transition: Any, publish: bool = True) -> None:
-    """Called on commit by lifecycle: tell every interested group about the new transition.
+def transitions_committed(batch: list[tuple[Any, list[Any]]]) -> None:
+    """A batch of executions written at once (lifecycle.append_batch), after its commit: each
+    one's status moves and last entry published, all in one hand-over to the publisher;
+    listeners hear every entry, as with `transition_committed`."""
+    items: list[tuple[str, dict[str, Any]]] = []
+    for execution, steps in batch:
+        for i, step in enumerate(steps):
+            message = _changed(execution, step)
+            if i == len(steps) - 1 or message["status_changed"]:
+                items.append((execution_group(execution.pk), message))
+                if message["status_changed"]:
+                    items.append((workspace_executions_group(execution.workspace_id), message))
+    send_many(items)
+    for execution, steps in batch:
+        for step in steps:
+            _hear(execution, step)
 
-    Built from the committed Transition itself (its seq, from/to status and time are exactly
-    what this change did), so publishing costs no extra query per transition. `publish=False`
-    (a step in the middle of a batch the engine wrote at once) runs the listeners only: the
-    batch's last entry is published and a page fills the seq gap by reading.
-    """
-    step = transition
-    message = {
+
+def stream_events(stored: list[Any]) -> None:
+    """`stream_event` for many stored events (a batch's), in one hand-over."""
+    send_many(
+        [
+            (
+                execution_group(e.execution_id),
+                {
+                    "type": "execution.stream",
+                    "execution_id": str(e.execution_id),
+                    "event": e.type,
+                    "event_id": e.pk,
+                    "data": e.data,
+                },
+            )
+            for e in stored
+        ]
+    )
+
+
+def _changed(execution: Any, step: Any) -> dict[str, Any]:
+    return {
         "type": "execution.changed",
         "execution_id": str(execution.pk),
         "workspace_id": str(execution.workspace_id),
@@ -204,15 +287,30 @@ def transition_committed(*, execution: Any, transition: Any, publish: bool = Tru
         "agent_id": str(execution.agent_id),
         "parent_id": str(execution.parent_id) if execution.parent_id else None,
     }
-    if publish:
-        send(execution_group(execution.pk), message)
-        if message["status_changed"]:
-            send(workspace_executions_group(execution.workspace_id), message)
+
+
+def _hear(execution: Any, step: Any) -> None:
     for listener in list(_listeners):
         try:
             listener(execution=execution, transition=step)
         except Exception:  # noqa: BLE001
             logger.exception("event listener %r failed", listener)
+
+
+def transition_committed(*, execution: Any, transition: Any, publish: bool = True) -> None:
+    """Called on commit by lifecycle: tell every interested group about the new transition.
+
+    Built from the committed Transition itself (its seq, from/to status and time are exactly
+    what this change did), so publishing costs no extra query per transition. `publish=False`
+    (a step in the middle of a batch the engine wrote at once) runs the listeners only: the
+    batch's last entry is published and a page fills the seq gap by reading.
+    """
+    message = _changed(execution, transition)
+    if publish:
+        send(execution_group(execution.pk), message)
+        if message["status_changed"]:
+            send(workspace_executions_group(execution.workspace_id), message)
+    _hear(execution, transition)
 
 
 def stream_event(

@@ -1,0 +1,119 @@
+"""Group commit: a claimed batch of runs whose remaining steps are pure (evaluate, set, return,
+if, …) is computed on the claiming thread and written in ONE transaction, then published in
+one hand-over (docs/decisions.md, "Engine"; docs/performance.md, "Engine").
+
+Each workflow run of the batch is tried in pure-only mode (RunContext.pure_only): its steps
+run as usual, but anything that is not pure — a model or tool call, an approval, input, a
+sleep, a child, an event sent mid-run — raises NeedsThread *before* it does anything, and the
+run goes to a thread of its own, where it runs from its last record as any claimed run does
+(its pure steps are simply computed again: pure means that is harmless). So nothing with a
+side effect ever runs here, and the durability rule is the one of a single run: a side
+effect is recorded before anything depends on it; a batch only ever writes runs' ends.
+
+The write (lifecycle.append_batch): one compare-and-set UPDATE for every run (RETURNING the
+ids that matched), one INSERT of the winners' transitions, their rollups, one INSERT of their
+events, one COMMIT. A run whose compare-and-set lost (cancelled meanwhile, its lease taken, a
+comment landed) wrote nothing; it goes to a thread too, whose write re-reads the row and
+either retries (a comment) or stops (cancelled, lease lost) as a single run does.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from django.db import DatabaseError, transaction
+
+from executions import lifecycle
+from executions.engine import runner
+from executions.engine.context import RunContext
+from executions.lifecycle import Status
+from executions.live import events
+from executions.models import AgentType, Execution, ExecutionEvent
+
+logger = logging.getLogger("steward.worker")
+
+
+def run_batch(
+    executions: list[Execution], *, owner: str, worker: Any = None
+) -> list[tuple[Execution, list | None]]:
+    """Run the claimed `executions` that are pure to their end here and write them at once.
+    Returns the others, each with the records already read for it (or None), for threads."""
+    leftover: list[tuple[Execution, list | None]] = []
+    ready: list[RunContext] = []
+    for execution in executions:
+        ctx = _try(execution, owner=owner, worker=worker)
+        if ctx is None or ctx.collected is None:
+            leftover.append((execution, ctx.rows if ctx is not None else None))
+        else:
+            ready.append(ctx)
+    if ready:
+        leftover.extend(write(ready))
+    return leftover
+
+
+def _try(execution: Execution, *, owner: str, worker: Any) -> RunContext | None:
+    if execution.status not in (Status.PENDING, Status.RUNNING):
+        return None  # the runner releases it
+    ctx = None
+    try:
+        runner._attach(execution)
+        if execution.agent.type != AgentType.WORKFLOW:
+            return None  # agents start with a model call; Python agents run arbitrary code
+        ctx = runner.context_for(execution, owner=owner, worker=worker, pure_only=True)
+        runner.finish(ctx, runner.execute(ctx))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - NeedsThread, a failure, a stop: the runner's case
+        if ctx is not None:
+            ctx.collected = None
+        return ctx
+    return ctx
+
+
+def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
+    """One transaction for the ends of `ready`; returns those that must go to a thread."""
+    batch = [ctx.collected for ctx in ready]
+    assert all(pending is not None for pending in batch)
+    # As claimed: the rows a thread runs from if the batch cannot be written (the write keeps
+    # the winners' objects in step with their rows, as append_many does).
+    claimed = {ctx.execution.pk: copy.copy(ctx.execution) for ctx in ready}
+    try:
+        with transaction.atomic():
+            won = lifecycle.append_batch(batch)  # type: ignore[arg-type]
+            won_ids = {pending.execution.pk for pending in won}
+            stored: list[ExecutionEvent] = []
+            for ctx in ready:
+                if ctx.execution.pk not in won_ids:
+                    continue
+                pending = ctx.collected
+                # The run's own events (its start, its end) and what its end does (waking a
+                # parent), gathered as one INSERT for the whole batch.
+                ctx._event_batch = []
+                try:
+                    for type, data in pending.events:
+                        ctx.emit(type, data)
+                    if pending.then is not None:
+                        pending.then()
+                    stored.extend(ctx._event_batch)
+                finally:
+                    ctx._event_batch = None
+            if stored:
+                stored = ExecutionEvent.objects.bulk_create(stored)
+                transaction.on_commit(lambda: events.stream_events(stored))
+    except DatabaseError:
+        # Nothing of the batch was written (a deadlock, the database away): each run goes to
+        # a thread and writes alone, as it would have without batching.
+        logger.warning("a batch of %d runs could not be written at once", len(ready), exc_info=True)
+        return [(claimed[ctx.execution.pk], ctx.rows) for ctx in ready]
+    out = []
+    for ctx in ready:
+        if ctx.execution.pk in won_ids:
+            ctx.lease_released = True
+            if ctx.lost_worker:
+                runner.log_lost_worker(ctx.execution.pk)
+            runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, "batch")
+        else:
+            out.append((ctx.execution, ctx.rows))
+    return out
