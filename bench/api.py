@@ -260,6 +260,19 @@ def server_command(kind: str, workers: int, port: int) -> list[str]:
             "warning",
             "--no-access-log",
         ]
+    if kind == "granian":
+        # Rust's HTTP server (the `bench` group), for an A/B: docs/decisions.md, "granian".
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            *bind,
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "config.asgi:application",
+        ]
     raise SystemExit(f"unknown server {kind}")
 
 
@@ -320,47 +333,57 @@ def steward_ops(agent_id: str, key: str) -> dict[str, tuple[str, str, dict, str]
 
 
 def run_steward(args: argparse.Namespace) -> None:
-    proc = None
+    """Every operation against each server in --server (all started at once, on consecutive
+    ports, and measured one after the other per operation: an A/B under the same load)."""
+    procs: list[subprocess.Popen] = []
     database = None
-    if args.url:
-        base, key = args.url.rstrip("/"), args.key
-        if not key:
-            raise SystemExit("--key is required with --url")
-    else:
-        env = steward_env(args)
-        database = ensure_database(env["DATABASE_URL"])
-        manage("migrate", "-v0", env=env)
-        key = manage("apikey", "create", "--name", "bench", "--workspace", "bench", env=env)
-        proc = subprocess.Popen(
-            server_command(args.server, args.workers, args.port),
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{args.port}"
-    if urlparse(base).hostname not in {"127.0.0.1", "localhost"}:
-        raise SystemExit("benchmarks only target this machine (127.0.0.1)")
+    targets: list[tuple[str, str, subprocess.Popen | None]] = []
     try:
-        if proc is not None:
-            wait_up(f"{base}/healthz", proc)
-        agent_id, ids = seed(base, key, args.seed)
-        ops = steward_ops(agent_id, key)
-        target = f"steward ({args.server} x{args.workers})" if proc else base
+        if args.url:
+            base, key = args.url.rstrip("/"), args.key
+            if not key:
+                raise SystemExit("--key is required with --url")
+            if urlparse(base).hostname not in {"127.0.0.1", "localhost"}:
+                raise SystemExit("benchmarks only target this machine (127.0.0.1)")
+            targets.append((base, base, None))
+        else:
+            env = steward_env(args)
+            database = ensure_database(env["DATABASE_URL"])
+            manage("migrate", "-v0", env=env)
+            key = manage("apikey", "create", "--name", "bench", "--workspace", "bench", env=env)
+            for i, kind in enumerate(args.server):
+                port = args.port + i
+                proc = subprocess.Popen(
+                    server_command(kind, args.workers, port),
+                    cwd=ROOT,
+                    env=env,
+                    start_new_session=True,
+                )
+                procs.append(proc)
+                targets.append(
+                    (f"steward ({kind} x{args.workers})", f"http://127.0.0.1:{port}", proc)
+                )
+        seeded = []
+        for target, base, proc in targets:
+            if proc is not None:
+                wait_up(f"{base}/healthz", proc)
+            agent_id, ids = seed(base, key, args.seed)
+            seeded.append((target, base, proc, steward_ops(agent_id, key), ids))
         for name in args.ops:
-            method, path, headers, body = ops[name]
-            script = lua_script(method, path, headers, body, ids)
-            analyze(database)
-            measure(
-                name,
-                base,
-                script,
-                args=args,
-                server_pid=proc.pid if proc else None,
-                database=database,
-                target=target,
-            )
+            for target, base, proc, ops, ids in seeded:
+                method, path, headers, body = ops[name]
+                analyze(database)
+                measure(
+                    name,
+                    base,
+                    lua_script(method, path, headers, body, ids),
+                    args=args,
+                    server_pid=proc.pid if proc else None,
+                    database=database,
+                    target=target,
+                )
     finally:
-        if proc is not None:
+        for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
 
@@ -386,7 +409,7 @@ def run_prefect(args: argparse.Namespace) -> None:
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True)
     home = OUT / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
-    port = args.port + 1
+    port = args.port + 10  # past the Steward servers of an A/B
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -458,7 +481,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--server", choices=["uvicorn"], default="uvicorn")
+    parser.add_argument(
+        "--server",
+        nargs="+",
+        choices=["granian", "uvicorn"],
+        default=["uvicorn"],
+        help="one or more (an A/B, per operation, in one run)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--ops", nargs="+", default=list(STEWARD_OPS), choices=STEWARD_OPS)
     parser.add_argument("--seed", type=int, default=1000, help="executions created to read")

@@ -253,7 +253,9 @@ ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 # Request bodies over this are refused with 413 before they are parsed.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 # Long-lived threads per web process serving sync API calls (executions/api/handler.py).
-API_THREADS = env_int("API_THREADS", 16)
+# Enough that a process rarely starts a thread for a request (a tenth of a read's CPU when
+# 32 connections met 16 threads); the database pool (DB_POOL_MAX) still bounds the queries.
+API_THREADS = env_int("API_THREADS", 64)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 AUTHENTICATION_BACKENDS = [

@@ -115,6 +115,9 @@ def test_every_native_read_answers_as_ninja_does(world, owner, viewer):
     both(fast, slow, "GET", path + mine, headers=[("X-API-Key", viewer.key)])
     served = reads["api:execution_get"].served
     assert served == 3
+    assert [t.view_name for _, t in fast._shapes] == ["api:execution_get"]  # learned once
+    inbox = both(fast, slow, "GET", path + "approval-inbox", headers=key)  # a literal route
+    assert inbox[0] == 200 and "data" in json.loads(inbox[2])
     for case in (
         MISSING,
         world["theirs"],
