@@ -3,10 +3,13 @@ a page fetches after its websocket reconnects."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib import messages
+from django.db.models.signals import post_delete, post_save
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from executions import selectors, services
 from executions.errors import StewardError, ValidationFailed
 from executions.lifecycle import ALL_STATUSES
-from executions.models import Execution, Role
+from executions.models import Agent, Execution, Role
 from executions.pages.base import base_context, page, require_role
 from executions.pages.contexts import RANGE_LABELS, RANGES, list_params, row_html
 from executions.pages.forms import SavedViewForm
@@ -38,6 +41,34 @@ def _list_query(request: HttpRequest) -> str:
 
 
 UNSHOWN = ("input", "output", "error", "state", "metadata")
+
+# The agent filter's options per workspace, kept by this process for a few seconds: they change
+# when an agent is created, renamed or deleted, not from one page to the next (a query on every
+# list page otherwise). A change made in this process drops them at once; another process's
+# change shows here within AGENT_MENU_SECONDS.
+AGENT_MENU_SECONDS = 10.0
+_agent_menus: dict[Any, tuple[float, list[tuple[str, str]]]] = {}
+
+
+def agent_menu(workspace: Any) -> list[tuple[str, str]]:
+    """(id, name) of the workspace's agents, by name."""
+    now = time.monotonic()
+    kept = _agent_menus.get(workspace.pk)
+    if kept is not None and kept[0] > now:
+        return kept[1]
+    # Names only, not each agent's current version.
+    rows = selectors.agent_list(workspace=workspace).select_related(None).values_list("id", "name")
+    menu = [(str(pk), name) for pk, name in rows]
+    _agent_menus[workspace.pk] = (now + AGENT_MENU_SECONDS, menu)
+    return menu
+
+
+def _forget_agent_menu(sender: Any, instance: Agent, **kwargs: Any) -> None:
+    _agent_menus.pop(instance.workspace_id, None)
+
+
+post_save.connect(_forget_agent_menu, sender=Agent, dispatch_uid="steward.agent_menu.save")
+post_delete.connect(_forget_agent_menu, sender=Agent, dispatch_uid="steward.agent_menu.delete")
 
 
 @page
@@ -102,10 +133,7 @@ def execution_list(request: HttpRequest) -> HttpResponse:
             "query": query,
             "statuses": ALL_STATUSES,
             "selected_status": set(filters.status or []),
-            # The agent filter's options: names only, not each agent's current version.
-            "agents": selectors.agent_list(workspace=workspace)
-            .select_related(None)
-            .only("id", "name"),
+            "agents": agent_menu(workspace),
             "ranges": RANGE_LABELS,
             "saved_views": selectors.savedview_list(workspace=workspace),
             "is_filtered": bool(query.replace("ordering=", "").strip("&")) and query != "",

@@ -14,12 +14,11 @@ from typing import Any
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import date, truncatechars
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import template_localtime
 
 from executions.templatetags.steward import iso, short_id, status_label
-from executions.templatetags.steward_rows import _url
+from executions.templatetags.steward_rows import _url, escape
 
 register = template.Library()
 

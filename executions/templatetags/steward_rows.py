@@ -8,13 +8,13 @@ runs (docs/performance.md, "Scale"). Here it is one call, with the same markup.
 
 from __future__ import annotations
 
+from html import escape as html_escape
 from typing import Any
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import truncatechars, urlencode
 from django.urls import reverse
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import template_localtime
 
@@ -24,11 +24,26 @@ from executions.templatetags.steward import (
     money,
     seconds_since,
     short_id,
-    status_badge,
+    status_label,
     tokens,
 )
 
 register = template.Library()
+
+
+def escape(value: Any) -> str:
+    """django.utils.html.escape without its lazy-string wrapper (a third of a row's escaping
+    time went to the wrapper's argument checks): the same `html.escape(str(value))`."""
+    return html_escape(str(value))
+
+
+def _badge(status: str) -> str:
+    """The `status_badge` tag's markup, escaped the same way, without format_html."""
+    safe = escape(status)
+    return (
+        f'<span class="badge st-{safe}" data-status="{safe}">{escape(status_label(status))}</span>'
+    )
+
 
 # Reversed once per process: the row's links differ only by the id in them.
 _PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
@@ -122,7 +137,7 @@ def execution_row_cells(e: Any) -> SafeString:
         f'          <td><a href="{_url("agent_detail", e.agent_id)}" style="color:inherit">'
         f"{escape(e.agent.name)}</a></td>\n"
         f'          <td class="hide-sm">{version}</td>\n'
-        f"          <td>{status_badge(e.status)}</td>\n"
+        f"          <td>{_badge(e.status)}</td>\n"
         f'          <td class="nowrap">{_started_cell(e)}</td>\n'
         f'          <td class="num">{_duration_cell(e)}\n</td>\n'
         f'          <td class="num hide-sm">{escape(tokens(e.token_usage))}</td>\n'
