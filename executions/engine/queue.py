@@ -12,6 +12,7 @@ commit, which tells idle workers (in-process event, and Redis pub/sub between pr
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,24 +44,26 @@ def claim(*, owner: str, limit: int) -> list[Execution]:
     if limit <= 0:
         return []
     now = timezone.now()
+    postgres = connection.vendor == "postgresql"
     skip_locked = (
         " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     )
+    # PostgreSQL: the lease needs no disk flush before the worker goes on. If the database
+    # lost it in a crash, the row is simply claimable again, and this worker's writes (each a
+    # compare-and-set on its lease, committed with a flush) are refused. set_config(…, true)
+    # turns the flush off for this statement's own transaction only, without a round trip of
+    # its own (docs/decisions.md, "Engine").
+    no_flush = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL" if postgres else ""
     sql = (
         f"UPDATE {TABLE} SET lease_owner = %s, lease_expires_at = %s WHERE id IN ("
         f"SELECT id FROM {TABLE} WHERE {LIVE} AND runnable_at <= %s"
         f" AND (lease_owner = '' OR lease_expires_at < %s)"
-        f" ORDER BY runnable_at LIMIT %s{skip_locked}) RETURNING *"
+        f" ORDER BY runnable_at LIMIT %s{skip_locked}){no_flush} RETURNING *"
     )
     params = [owner, lease_until(now), now, now, int(limit)]
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # A lease needs no disk flush before the worker goes on: if the database lost it
-            # in a crash, the row is simply claimable again, and this worker's writes (each a
-            # compare-and-set on its lease, committed with a flush) are refused. Saves a WAL
-            # flush per claim on the idle path (docs/decisions.md, "Engine").
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    if postgres:
+        return list(Execution.objects.raw(sql, params))
+    with transaction.atomic():  # IMMEDIATE on SQLite (settings): one claimer at a time
         return list(Execution.objects.raw(sql, params))
 
 
@@ -82,6 +85,70 @@ def renew(*, owner: str, execution_ids: list[str]) -> int:
     return Execution.objects.filter(pk__in=execution_ids, lease_owner=owner).update(
         lease_expires_at=lease_until()
     )
+
+
+class LeaseKeeper:
+    """The maintenance tick's own database connection, outside the pool (PostgreSQL with
+    DB_POOL): renewing the leases and polling the held runs never wait behind the runs for a
+    pooled connection. With 1,000 runs in flight on a pool of 16, that wait outlasted the
+    pool's timeout and leases were lost (docs/performance.md, "Engine"). Elsewhere (SQLite,
+    no pool) the thread's usual connection does it."""
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+
+    def _cursor(self) -> Any:
+        if connection.vendor != "postgresql" or not connection.settings_dict.get("OPTIONS", {}).get(
+            "pool"
+        ):
+            return None
+        if self._conn is None or self._conn.closed:
+            params = connection.get_connection_params()  # as Django's own, minus the pool
+            self._conn = connection.Database.connect(**params)
+            self._conn.autocommit = True
+        return self._conn.cursor()
+
+    def renew(self, *, owner: str, execution_ids: list[str]) -> int:
+        if not execution_ids:
+            return 0
+        cursor = self._run(
+            f"UPDATE {TABLE} SET lease_expires_at = %s WHERE id = ANY(%s) AND lease_owner = %s",
+            [lease_until(), [uuid.UUID(str(i)) for i in execution_ids], owner],
+        )
+        if cursor is None:
+            return renew(owner=owner, execution_ids=execution_ids)
+        return cursor.rowcount
+
+    def states(self, execution_ids: list[str]) -> list[tuple[Any, str, str]]:
+        """(id, status, lease owner) of each execution still there."""
+        cursor = self._run(
+            f"SELECT id, status, lease_owner FROM {TABLE} WHERE id = ANY(%s)",
+            [[uuid.UUID(str(i)) for i in execution_ids]],
+        )
+        if cursor is None:
+            return list(
+                Execution.objects.filter(pk__in=execution_ids).values_list(
+                    "pk", "status", "lease_owner"
+                )
+            )
+        return cursor.fetchall()
+
+    def _run(self, sql: str, params: list) -> Any:
+        try:
+            cursor = self._cursor()
+            if cursor is not None:
+                cursor.execute(sql, params)
+            return cursor
+        except Exception:
+            self.close()  # reconnect on the next tick
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
 
 
 def release(

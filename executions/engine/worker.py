@@ -103,6 +103,8 @@ class Worker:
         # How many runs the last batch finished without a thread (engine/batch.py): a claim
         # may take that many beyond the free threads, since pure runs need none.
         self._batch_credit = CLAIM_BATCH
+        # Renewal and the cancel poll on a connection of their own (never starved by runs).
+        self._keeper = queue.LeaseKeeper()
 
     # --- the executions this process holds ------------------------------------------------
 
@@ -137,7 +139,7 @@ class Worker:
         whose lease another worker took, then end the model calls of runs that must stop."""
         held = self.held()
         if held:
-            rows = Execution.objects.filter(pk__in=held).values_list("pk", "status", "lease_owner")
+            rows = self._keeper.states(held)
             seen = set()
             for pk, status, owner in rows:
                 key = str(pk)
@@ -349,7 +351,7 @@ class Worker:
             try:
                 self.poll_held()
                 if now >= next_renew:
-                    queue.renew(owner=self.owner, execution_ids=self.held())
+                    self._keeper.renew(owner=self.owner, execution_ids=self.held())
                     next_renew = now + max(0.5, settings.LEASE_SECONDS / 3)
                 if now >= next_side and not self.stopping:
                     self._side_work(side_pool)
@@ -365,10 +367,11 @@ class Worker:
                 close_old_connections()
             connections.close_all()  # back to the pool between ticks
             self._stopped.wait(MAINTENANCE_TICK_SECONDS)
+        self._keeper.close()
         connections.close_all()
 
     def renew_leases(self) -> int:
-        return queue.renew(owner=self.owner, execution_ids=self.held())
+        return self._keeper.renew(owner=self.owner, execution_ids=self.held())
 
     # --- side work (django.tasks) ----------------------------------------------------------------
 

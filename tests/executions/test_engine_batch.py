@@ -107,6 +107,7 @@ def test_a_batch_that_cannot_be_written_leaves_nothing_and_each_run_ends_once(
         raise DatabaseError("the connection went away mid-commit")
 
     with monkeypatch.context() as patch:
+        # The events' INSERT, the last statement before the COMMIT.
         patch.setattr(ExecutionEvent.objects, "bulk_create", broken)
         leftover = batch.run_batch(claimed, owner=OWNER)
     assert sorted(e.pk for e, _ in leftover) == sorted(e.pk for e in runs)
@@ -144,3 +145,38 @@ def test_a_run_that_reaches_a_side_effect_leaves_the_batch_before_it(workspace):
     assert row.status == Status.COMPLETED
     assert steps(row) == ["main[0]", "main[1]", "main[2]"]
     assert_written_once(first, 1)
+
+
+def test_leases_are_renewed_while_the_runs_hold_every_pooled_connection(workspace):
+    """1,000 runs waiting on a model can hold every connection of the pool: renewal and the
+    cancel poll use a connection of their own, so no lease is lost to the wait."""
+    from django.db import connection
+
+    from executions.engine.worker import Worker
+
+    if connection.vendor != "postgresql" or not connection.pool:
+        pytest.skip("a connection pool is a PostgreSQL setting")
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    worker = Worker(name="renewer", maintenance=False)
+    claimed = queue.claim(owner=worker.owner, limit=10)
+    assert [e.pk for e in claimed] == [execution.pk]
+    worker.hold(str(execution.pk))
+    before = Execution.objects.get(pk=execution.pk).lease_expires_at
+    connection.close()  # this thread's own back to the pool, then every one taken
+    pool = connection.pool
+    taken = []
+    try:
+        while True:
+            try:
+                taken.append(pool.getconn(timeout=0.2))
+            except Exception:  # noqa: BLE001 - PoolTimeout: the pool is empty
+                break
+        assert worker.renew_leases() == 1
+        worker.poll_held()
+        assert worker.stop_reason(str(execution.pk)) is None
+    finally:
+        for conn in taken:
+            pool.putconn(conn)
+        worker._keeper.close()
+    assert Execution.objects.get(pk=execution.pk).lease_expires_at >= before
