@@ -216,11 +216,18 @@ def _measured(data: dict) -> dict:
     raise SystemExit("the dataset has no execution with 10,000 transitions")
 
 
-def measure(base: str, data: dict, rounds: int) -> list[dict]:
+def selected(name: str, only: str) -> bool:
+    """--only "overview,agents page": the cases whose name contains one of the substrings."""
+    return not only or any(part in name for part in only.split(","))
+
+
+def measure(base: str, data: dict, rounds: int, only: str = "") -> list[dict]:
     ws = _measured(data)
     results = []
     with httpx.Client(base_url=base, timeout=60) as client:
         for name, face, path, target in cases(data):
+            if not selected(name, only):
+                continue
             headers = {"X-API-Key": ws["key"]} if face == "api" else {}
             cookies = {"sessionid": data["session"]} if face == "page" else {}
             timings, status = [], 0
@@ -367,6 +374,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument("--reuse", action="store_true", help="measure the dataset already built")
     parser.add_argument("--build-only", action="store_true", help="build, measure nothing")
+    parser.add_argument("--only", default="", help="cases whose name contains one of these (a,b)")
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
@@ -396,7 +404,7 @@ def main() -> None:
     print(json.dumps({"dataset": data["counts"], "build_seconds": data.get("build_seconds")}))
     server = spawn_server(args.port, env)
     try:
-        results = measure(f"http://127.0.0.1:{args.port}", data, args.rounds)
+        results = measure(f"http://127.0.0.1:{args.port}", data, args.rounds, args.only)
     finally:
         server.terminate()
         server.wait(timeout=30)

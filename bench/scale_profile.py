@@ -22,13 +22,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import ROOT, _measured, cases, details, session_for  # noqa: E402
+from scale import ROOT, _measured, cases, details, selected, session_for  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="requests per case")
-    parser.add_argument("--only", default="", help="cases whose name contains this")
+    parser.add_argument("--only", default="", help="cases whose name contains one of these (a,b)")
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     state = Path(f"/tmp/steward-scale-{urlparse(url).path.lstrip('/')}.json")
@@ -56,7 +56,7 @@ def main() -> None:
     page.cookies["sessionid"] = data["session"]
     load = [Path("/proc/loadavg").read_text().split()[0]]
     for name, face, path, target in cases(data):
-        if args.only not in name:
+        if not selected(name, args.only):
             continue
         client = api if face == "api" else page
         client.get(path)  # warm: caches, connections, templates

@@ -19,6 +19,7 @@ ORDERABLE = {"created_at", "updated_at", "duration_ms", "cost", "started_at", "c
 NULLABLE = {"duration_ms", "cost", "started_at", "completed_at"}
 MAX_LIMIT = 200
 COUNT_CAP = 10_000
+DEFERRED_OFFSET = 1_000  # from here on, a numbered page reads its ids first (_page_rows)
 
 
 def order_executions(qs: QuerySet, ordering: str | None, direction: str | None = None) -> QuerySet:
@@ -111,14 +112,30 @@ def paginate(qs: QuerySet, *, page: int, limit: int, exact: bool = False) -> Pag
     million-row workspace on every page costs more than the page. Cursor pages
     (keyset_page) are the way to walk deep."""
     offset = (page - 1) * limit
-    items = list(qs[offset : offset + limit])
+    items = _page_rows(qs, offset, limit)
     if exact:
         return Page(items=items, total=qs.order_by().count(), page=page, limit=limit)
     # Any order counts the same rows; without one the database reads the cheapest way.
     counted = qs.order_by()[offset : offset + COUNT_CAP + 1].count()
+    if offset and not counted:
+        # Past the last page: the rows from here on say nothing of how many there are.
+        total, whole = count_capped(qs)
+        return Page(items=items, total=total, page=page, limit=limit, exact=whole)
     if counted <= COUNT_CAP:
         return Page(items=items, total=offset + counted, page=page, limit=limit)
     return Page(items=items, total=offset + COUNT_CAP, page=page, limit=limit, exact=False)
+
+
+def _page_rows(qs: QuerySet, offset: int, limit: int) -> list:
+    """The page's rows. Deep in an execution list, a deferred join: the OFFSET walks the ids
+    alone (an index-only range of (workspace, id) for the default order), then only the
+    page's rows are read, with their joins; the same rows in the same order, as every order
+    ends with the id."""
+    if offset < DEFERRED_OFFSET or qs.model is not Execution or qs.query.distinct:
+        return list(qs[offset : offset + limit])
+    ids = list(qs.values_list("pk", flat=True)[offset : offset + limit])
+    rows = {row.pk: row for row in qs.order_by().filter(pk__in=ids)}
+    return [rows[pk] for pk in ids if pk in rows]
 
 
 def count_capped(qs: QuerySet) -> tuple[int, bool]:
