@@ -13,7 +13,8 @@ from typing import Any
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
-from django.template.defaultfilters import date, truncatechars
+from django.template.defaultfilters import truncatechars
+from django.utils.dates import MONTHS_3
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import template_localtime
 
@@ -35,6 +36,13 @@ def _stamp(value: Any) -> str:
     """`date:'U.u'` (the sort keys): seconds since the epoch, a dot, the microseconds, without
     parsing the format string for every card."""
     return f"{int(value.timestamp())}.{value.microsecond:06d}"
+
+
+def due_text(value: Any) -> str:
+    """`date:'M j, H:i'` in the current time zone ("Nov 3, 09:05"), without parsing the format
+    for every card: dateformat's M is the month's translated short name, title-cased."""
+    local = template_localtime(value)
+    return f"{MONTHS_3[local.month].title()} {local.day}, {local.hour:02d}:{local.minute:02d}"
 
 
 def _proposal(proposal: dict[str, Any]) -> str:
@@ -94,7 +102,7 @@ def inbox_card(
     if pending and a.expires_at:
         due_note = (
             f'<span class="due" data-due="{escape(iso(a.expires_at))}">'
-            f"due {escape(date(template_localtime(a.expires_at), 'M j, H:i'))}</span>"
+            f"due {escape(due_text(a.expires_at))}</span>"
         )
     quorum = ""
     if progress and progress["required"] > 1:

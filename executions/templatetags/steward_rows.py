@@ -22,6 +22,7 @@ from executions.templatetags.steward import (
     duration,
     iso,
     money,
+    query_with,
     seconds_since,
     short_id,
     status_label,
@@ -145,3 +146,22 @@ def execution_row_cells(e: Any) -> SafeString:
         f'          <td class="hide-sm">{session}</td>'
     )
     return mark_safe(cells)  # every value above is escaped
+
+
+@register.simple_tag(takes_context=True)
+def sort_th(context: Any, field: str, label: str, num: bool = False) -> SafeString:
+    """A sortable column's header (was the executions/_sort_th.html include, three a page):
+    the link flips the order when the list is sorted by this column newest-first."""
+    ordering = context.get("ordering")
+    desc = f"-{field}"
+    href = escape(query_with(context, ordering=field if ordering == desc else desc))
+    if ordering == desc:
+        sort = 'aria-sort="descending"'
+    elif ordering == field:
+        sort = 'aria-sort="ascending"'
+    else:
+        sort = ""
+    return mark_safe(  # every value is escaped
+        f'<th class="{"num " if num else ""}nowrap"><a href="{href}" {sort} '
+        f'title="Sort by {escape(label.lower())}">{escape(label)}</a></th>\n'
+    )  # the include's file ended with a newline: the same bytes

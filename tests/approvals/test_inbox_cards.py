@@ -5,18 +5,22 @@ card columns only, and each card's votes from one prefetch)."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from django.template.defaultfilters import date
 from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.timezone import template_localtime
 
 from approvals.models import Approval, ApprovalDecision, ApprovalStatus
 from executions.live import fragments
 from executions.models import Membership
 from executions.pages.approval_contexts import item_context
+from executions.templatetags.steward_inbox import due_text
 from tests.executions.dashboard_helpers import browser, park, start
 
 pytestmark = pytest.mark.django_db
@@ -110,3 +114,13 @@ def test_page_queries_do_not_grow_with_the_cards(agent, owner, teammate, tab):
     few = queries()
     add(5)
     assert queries() == few
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_due_text_is_the_date_filter(zone):
+    """The card's "due Nov 3, 09:05" is `date:'M j, H:i'` in the current time zone."""
+    start = datetime(2026, 1, 1, 0, 7, 3, tzinfo=UTC)
+    with timezone.override(ZoneInfo(zone)):
+        for hours in range(0, 24 * 366, 37):
+            value = start + timedelta(hours=hours, minutes=hours % 60)
+            assert due_text(value) == date(template_localtime(value), "M j, H:i")
