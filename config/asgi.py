@@ -27,6 +27,7 @@ FAST_READS = {
     "api:execution_get": fastpath.execution_get,
     "julep:execution_get": compat_fast.julep_execution_get,
     "moderately:execution_retrieve": compat_fast.moderately_execution_retrieve,
+    "discuro-retrieve": compat_fast.discuro_retrieve,
 }
 
 application = EmbeddedWorkerLifespan(

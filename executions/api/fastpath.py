@@ -42,13 +42,12 @@ class FastRead:
         self.csrf_exempt = getattr(view, "csrf_exempt", False)
 
     def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.method == "GET":
-            try:
-                response = self.read(request, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - the full route answers (and reports) it
-                response = None
-            if response is not None:
-                return response
+        try:
+            response = self.read(request, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - the full route answers (and reports) it
+            response = None
+        if response is not None:
+            return response
         return self.view(request, *args, **kwargs)
 
 
@@ -56,7 +55,7 @@ def find(request: HttpRequest, execution_id: str, *, max_length: int) -> Executi
     """Authenticate as ninja does (the cached key) and read the execution in the key's
     workspace; None when the full route must answer. `max_length` is the route's bound on the
     path parameter (its SafeStr), checked as its validator does."""
-    if text_problem(execution_id, max_length=max_length) is not None:
+    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
         return None
     key = _auth(request)
     if not key:

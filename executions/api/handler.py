@@ -67,6 +67,8 @@ DASHBOARD_ONLY = frozenset(
     }
 )
 MATCH = "steward.resolver_match"
+# Paths of fast routes without parameters remembered as resolved (a handful in practice).
+PATHS_MAX = 64
 UUID_SHAPE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -140,6 +142,7 @@ class ApiHandler(ASGIHandler):
         self._idle: deque[ThreadPoolExecutor] = deque()
         self._made = 0
         self._shapes: list[tuple[re.Pattern, ResolverMatch]] = []
+        self._paths: dict[str, ResolverMatch] = {}
         super().__init__()
         # Import the URLconf now, not on the event loop at the first call.
         self.url_patterns = get_resolver().url_patterns
@@ -224,6 +227,11 @@ class ApiHandler(ASGIHandler):
                     return None
         if length > settings.MAX_REQUEST_BODY_BYTES:
             return None  # Django's handler answers 413 without reading it
+        template = self._paths.get(path)
+        if template is not None:
+            match = _clone(template)
+            match.func = FastRead(template.func, self.fast_reads[template.view_name])
+            return match
         for shape, template in self._shapes:
             found = shape.match(path)
             if found is not None:
@@ -237,7 +245,10 @@ class ApiHandler(ASGIHandler):
             return None
         read = self.fast_reads.get(match.view_name)
         if read is not None:
-            self._learn_shape(path, match)
+            if match.kwargs:
+                self._learn_shape(path, match)
+            elif len(self._paths) < PATHS_MAX:
+                self._paths[path] = match  # a route without parameters (Discuro's retrieve)
             match = _clone(match)
             match.func = FastRead(match.func, read)
         return match

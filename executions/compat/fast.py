@@ -1,13 +1,14 @@
 """The faces' polled reads on the API handler's fast path (executions/api/fastpath.py, which
 explains it): the same lookups and shapes as the ninja views in julep.py and moderately.py,
-for the successful case only; None sends the request to the ninja view."""
+for the successful case only (None sends the request to the ninja view), and Discuro's
+retrieve as it is."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
 from executions.auth import ApiKeyAuth
-from executions.compat import moderately
+from executions.compat import discuro, moderately
 from executions.compat.common import reply
 from executions.compat.julep_shapes import execution_out as julep_execution_out
 from executions.selectors.executions import execution_find
@@ -17,7 +18,7 @@ _auth = ApiKeyAuth()
 
 
 def _find(request: HttpRequest, execution_id: str, *, max_length: int):
-    if text_problem(execution_id, max_length=max_length) is not None:
+    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
         return None
     key = _auth(request)  # what the faces' BearerAuth runs
     if not key:
@@ -38,9 +39,18 @@ def julep_execution_get(request: HttpRequest, execution_id: str) -> HttpResponse
 def moderately_execution_retrieve(request: HttpRequest, execution_id: str) -> HttpResponse | None:
     """`GET /moderately/agent-executions/{execution_id}` (moderately.execution_retrieve: `ID`
     is Text(64), each `teamIds` Text(200), and a team that is not the key's is a 404)."""
+    if request.method != "GET":
+        return None
     if any(text_problem(t, max_length=200) for t in request.GET.getlist("teamIds")):
         return None
     execution = _find(request, execution_id, max_length=64)
     if execution is None or not moderately.team_matches(request):
         return None
     return reply(moderately.execution_out(execution))
+
+
+def discuro_retrieve(request: HttpRequest) -> HttpResponse:
+    """`POST /discuro/v1/executions/retrieve?id=…`: a plain Django view already (no ninja to
+    skip), answering its own errors; on the fast path it gains the matched URL and the direct
+    hop onto a lane (executions/api/handler.py)."""
+    return discuro.retrieve(request)
