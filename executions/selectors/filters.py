@@ -19,6 +19,7 @@ from executions.errors import ValidationFailed, field_error
 from executions.lifecycle import ALL_STATUSES
 from executions.models import Agent, Execution, Workspace
 from executions.selectors.common import parse_dt
+from executions.selectors.pagination import one_pass_count
 
 
 @dataclass
@@ -122,7 +123,8 @@ def execution_list(*, workspace: Workspace, filters: ExecutionFilters) -> QueryS
         # joined it joins every match before the sort: 1,662 rows of one tenant at 1M runs,
         # 34 ms, against 11-19 ms for the matches alone. The page's agents and versions come
         # in two small queries instead (docs/performance.md, "Scale").
-        return executions.prefetch_related("agent", "agent_version")
+        # And a page reads the matches once for its rows and its count (one_pass_count).
+        return one_pass_count(executions.prefetch_related("agent", "agent_version"))
     return executions.select_related("agent", "agent_version")
 
 

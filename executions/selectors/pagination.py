@@ -10,7 +10,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, Q, QuerySet
+from django.db.models.expressions import OrderBy
 
 from executions.errors import BadRequest, ValidationFailed, field_error
 from executions.models import Execution
@@ -19,6 +21,7 @@ ORDERABLE = {"created_at", "updated_at", "duration_ms", "cost", "started_at", "c
 NULLABLE = {"duration_ms", "cost", "started_at", "completed_at"}
 MAX_LIMIT = 200
 COUNT_CAP = 10_000
+ONE_PASS = "steward_one_pass_count"  # the Query attribute one_pass_count sets
 DEFERRED_OFFSET = 1_000  # from here on, a numbered page reads its ids first (_page_rows)
 
 
@@ -112,6 +115,14 @@ def paginate(qs: QuerySet, *, page: int, limit: int, exact: bool = False) -> Pag
     million-row workspace on every page costs more than the page. Cursor pages
     (keyset_page) are the way to walk deep."""
     offset = (page - 1) * limit
+    if not exact and getattr(qs.query, ONE_PASS, False):
+        counted_page = _one_pass_page(qs, offset, limit)
+        if counted_page is not None:
+            items, total = counted_page
+            if items is None:  # more than the cap: the page alone, the count known capped
+                items, total = _page_rows(qs, offset, limit), offset + COUNT_CAP
+                return Page(items=items, total=total, page=page, limit=limit, exact=False)
+            return Page(items=items, total=total, page=page, limit=limit)
     items = _page_rows(qs, offset, limit)
     if exact:
         return Page(items=items, total=qs.order_by().count(), page=page, limit=limit)
@@ -136,6 +147,66 @@ def _page_rows(qs: QuerySet, offset: int, limit: int) -> list:
     ids = list(qs.values_list("pk", flat=True)[offset : offset + limit])
     rows = {row.pk: row for row in qs.order_by().filter(pk__in=ids)}
     return [rows[pk] for pk in ids if pk in rows]
+
+
+def one_pass_count(qs: QuerySet) -> QuerySet:
+    """Mark a list whose matches are few but scattered (a metadata filter: one tenant's runs,
+    one heap page each): paginate then reads them once for both the page and the count."""
+    qs = qs.all()
+    setattr(qs.query, ONE_PASS, True)  # a Query's clones copy its attributes
+    return qs
+
+
+def _one_pass_page(qs: QuerySet, offset: int, limit: int) -> tuple[list | None, int] | None:
+    """The page's ids and the count in one statement: the matches (at most the cap) read once,
+    counted by a window and sorted there, then the page's rows by id. The page query and the
+    count each read every match's heap page otherwise. (None, total) when there are more
+    matches than the cap (the page is then read the usual way, the count not again); None when
+    this cannot answer (an empty page, an order it cannot spell): paginate's usual way."""
+    order = _order_columns(qs)
+    if order is None:
+        return None
+    columns = {f"k{i}": F(field) for i, (field, _, _) in enumerate(order)}
+    inner = qs.order_by().values(**columns)[: offset + COUNT_CAP + 1]
+    sql, params = inner.query.sql_with_params()
+    quote = connection.ops.quote_name
+    spelled = ", ".join(
+        f"s.{quote(f'k{i}')} {'DESC' if descending else 'ASC'}"
+        + (" NULLS LAST" if nulls_last else "")
+        for i, (_, descending, nulls_last) in enumerate(order)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT s.{quote('k' + str(len(order) - 1))}, COUNT(*) OVER () FROM ({sql}) s"
+            f" ORDER BY {spelled} LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        found = cursor.fetchall()
+    if not found:
+        return None
+    if found[0][1] > offset + COUNT_CAP:
+        return None, found[0][1]
+    ids = [uuid.UUID(str(pk)) for pk, _ in found]
+    rows = {row.pk: row for row in qs.order_by().filter(pk__in=ids)}
+    return [rows[pk] for pk in ids if pk in rows], found[0][1]
+
+
+def _order_columns(qs: QuerySet) -> list[tuple[str, bool, bool]] | None:
+    """(field, descending, nulls last) per ordering term, the id last; None for any other
+    shape."""
+    order = []
+    for term in qs.query.order_by:
+        if isinstance(term, str):
+            name = term.lstrip("-")
+            order.append((name, term.startswith("-"), False))
+        elif isinstance(term, OrderBy) and isinstance(term.expression, F):
+            order.append((term.expression.name, term.descending, bool(term.nulls_last)))
+        else:
+            return None
+    if not order or order[-1][0] not in {"id", "pk"} or qs.query.distinct:
+        return None
+    order[-1] = ("pk", order[-1][1], False)
+    return order
 
 
 def count_capped(qs: QuerySet) -> tuple[int, bool]:

@@ -19,6 +19,7 @@ from django.db.models import (
     BooleanField,
     Case,
     Count,
+    DateTimeField,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -193,6 +194,7 @@ def overview_counts(*, workspace: Workspace, day_since: datetime, week_since: da
     active = Q(status__in=ACTIVE)
     in_day = Q(created_at__gte=day_since) & (active | Q(created_at__lt=day_whole))
     in_week = Q(created_at__gte=week_since) & (active | Q(created_at__lt=week_whole))
+    moment = DateTimeField()
     live = list(
         Execution.objects.for_workspace(workspace)
         .filter(active | ended_edge)
@@ -200,8 +202,8 @@ def overview_counts(*, workspace: Workspace, day_since: datetime, week_since: da
             k_status=F("status"),
             # Grouped by hour (day, agent) only within the windows: unfinished runs of any
             # age otherwise make one group each.
-            k_hour=Case(When(in_day, then=TruncHour("created_at"))),
-            k_day=Case(When(in_week, then=TruncDate("created_at"))),
+            k_hour=TruncHour(Case(When(in_day, then=F("created_at")), output_field=moment)),
+            k_day=TruncDate(Case(When(in_week, then=F("created_at")), output_field=moment)),
             k_agent_name=Case(When(in_week, then=F("agent__name"))),
             in_day=ExpressionWrapper(in_day, output_field=BooleanField()),
             in_week=ExpressionWrapper(in_week, output_field=BooleanField()),
