@@ -66,14 +66,14 @@ def _counts(*, workspace: Workspace, since: datetime | None, by: tuple[str, ...]
         .annotate(n=Sum("count"), costed=Sum("costed"), total=Sum("cost"))
         .order_by()
     ]
-    unfinished = Execution.objects.for_workspace(workspace).filter(status__in=ACTIVE)
+    live = Execution.objects.for_workspace(workspace).filter(status__in=ACTIVE)
     if since is not None:
-        unfinished = unfinished.filter(created_at__gte=since)
-        edge = Execution.objects.for_workspace(workspace).filter(
-            status__in=TERMINAL, created_at__gte=since, created_at__lt=whole
+        # The window's unfinished runs and the ended runs of its partial first hour (or day),
+        # which no rollup row holds, in one read.
+        live = Execution.objects.for_workspace(workspace).filter(
+            Q(status__in=ACTIVE) | Q(created_at__lt=whole), created_at__gte=since
         )
-        parts.append(_grouped(edge, by))
-    parts.append(_grouped(unfinished, by))
+    parts.append(_grouped(live, by))
     return _merge(parts, by)
 
 
