@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import Count, Subquery
 from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -78,10 +79,17 @@ def overview_counts_context(
 def overview_approvals_context(workspace: Any) -> dict[str, Any]:
     pending = approval_selectors.approval_list(workspace=workspace, status="pending")
     # The card shows the oldest one's title and agent: not its assignees or decisions, which
-    # approval_list prefetches for the inbox (two queries the overview does not need).
-    oldest = pending.prefetch_related(None).order_by("created_at").first()
+    # approval_list prefetches for the inbox (two queries the overview does not need). The
+    # count rides along as a scalar subquery: one statement for the card.
+    count = pending.order_by().values("workspace").annotate(n=Count("id")).values("n")
+    oldest = (
+        pending.prefetch_related(None)
+        .annotate(pending_total=Subquery(count))
+        .order_by("created_at")
+        .first()
+    )
     return {
-        "pending_approvals": pending.count(),
+        "pending_approvals": oldest.pending_total if oldest else 0,
         "oldest_pending": oldest,
         "waiting_seconds": int((timezone.now() - oldest.created_at).total_seconds())
         if oldest
