@@ -10,6 +10,8 @@ only for windows that start within HOURLY_WINDOW, where nothing is folded yet.""
 
 from __future__ import annotations
 
+import random
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,6 +28,10 @@ TERMINAL = ("completed", "failed", "cancelled", "rejected")
 
 
 ROLLUP_SHARDS = 4
+# Where this process's next batch adds its runs (count_ended_many): a random start, so two
+# worker processes do not walk the shards in step.
+_next_shard = random.randrange(ROLLUP_SHARDS)
+_shard_lock = threading.Lock()
 FOLD_AFTER = timedelta(days=3)  # hour rows of days ended before now - this fold into days
 HOURLY_WINDOW = timedelta(days=2)  # windows starting after now - this may read hours
 
@@ -53,7 +59,16 @@ def count_ended(execution: Execution, *, status: str, created_at: Any, updates: 
 def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
     """`count_ended` for a batch of runs that ended in one transaction (the engine's group
     commit): summed per rollup row first, then one UPDATE per row, in key order, so two
-    batches ending at once lock their common rows in the same order (no deadlock)."""
+    batches ending at once lock their common rows in the same order (no deadlock).
+
+    A batch adds all its runs to ONE shard, the next in this process's rotation (only the sum
+    over a key's shards means anything): spread by execution id, every batch of 64 would lock
+    all the shards of its key until its commit, and the batches of two workers would commit
+    one after the other."""
+    global _next_shard
+    with _shard_lock:
+        shard = _next_shard
+        _next_shard = (_next_shard + 1) % ROLLUP_SHARDS
     sums: dict[tuple, dict[str, Any]] = {}
     for execution, status, created_at, updates in ended:
         cost = updates.get("cost", execution.cost)
@@ -63,7 +78,7 @@ def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
             str(execution.agent_id),
             status,
             created_at.replace(minute=0, second=0, microsecond=0),
-            execution.pk.int % ROLLUP_SHARDS,
+            shard,
         )
         into = sums.setdefault(
             key,
