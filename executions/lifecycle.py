@@ -554,3 +554,29 @@ def _schedule_event(execution: Execution, step: Transition, *, publish: bool = T
         lambda: events.transition_committed(execution=execution, transition=step, publish=publish)
     )
 
+
+def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = None) -> Transition:
+    """Insert a new, unsaved execution together with its `init` entry (seq 1), in the caller's
+    transaction: what `create()` then `record(type="init")` wrote, in two INSERTs instead of
+    an INSERT, a savepoint, a compare-and-set UPDATE and an INSERT. Nobody can see the row
+    before it commits, so there is no race to guard against (docs/performance.md, "API")."""
+    now = timezone.now()
+    execution.transition_count = 1
+    execution.updated_at = now
+    with transaction.atomic(savepoint=False):
+        execution.save(force_insert=True)
+        step = Transition.objects.create(
+            execution_id=execution.pk,
+            seq=1,
+            type="init",
+            from_status=execution.status,
+            to_status=execution.status,
+            actor_type=actor.type,
+            actor_user_id=actor.user_id,
+            actor_key_id=actor.key_id,
+            actor_label=actor.label,
+            created_at=now,
+            **_clean_details({"input": input}),
+        )
+        _schedule_event(execution, step)
+    return step
