@@ -230,13 +230,14 @@ def execution_duration_percentiles(
     """p50 / p95 duration per agent over finished executions created since `since` (the latest
     `sample` runs of each agent), in one query. "Since" is read from the id (a UUIDv7 starts
     with its creation time), so on PostgreSQL each agent's sample is an index-only range of
-    (workspace, agent, id) INCLUDE (duration_ms), and the percentiles are computed there."""
-    agents = {a.pk: a for a in Agent.objects.for_workspace(workspace).order_by("name")}
+    (workspace, agent, id) INCLUDE (duration_ms), and the percentiles and the agents' names
+    are read there (each row's `agent` then carries its id and name, what the overview shows);
+    elsewhere the agents are read first and their samples ranked in Python."""
     floor = uuid.UUID(int=int(since.timestamp() * 1000) << 80)
     if connection.vendor == "postgresql":
-        measured = _percentiles_in_sql(list(agents), floor, sample)
-    else:
-        measured = _percentiles_in_python(workspace, list(agents), floor, sample)
+        return _percentiles_in_sql(workspace, floor, sample)
+    agents = {a.pk: a for a in Agent.objects.for_workspace(workspace).order_by("name")}
+    measured = _percentiles_in_python(workspace, list(agents), floor, sample)
     return [
         {"agent": agent, "count": measured[agent_id][0], "p50": measured[agent_id][1],
          "p95": measured[agent_id][2]}
@@ -246,7 +247,7 @@ def execution_duration_percentiles(
 
 
 _PERCENTILES = """
-SELECT a.id, count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY s.d),
+SELECT a.id, a.name, count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY s.d),
        percentile_disc(0.95) WITHIN GROUP (ORDER BY s.d)
 FROM executions_agent a CROSS JOIN LATERAL (
   SELECT e.duration_ms AS d FROM executions_execution e
@@ -254,17 +255,23 @@ FROM executions_agent a CROSS JOIN LATERAL (
     AND e.duration_ms IS NOT NULL
   ORDER BY e.id DESC LIMIT %s
 ) s
-WHERE a.id = ANY(%s)
-GROUP BY a.id
+WHERE a.workspace_id = %s AND a.deleted_at IS NULL
+GROUP BY a.id, a.name
+ORDER BY a.name
 """
 
 
-def _percentiles_in_sql(agent_ids: list, floor: uuid.UUID, sample: int) -> dict:
+def _percentiles_in_sql(workspace: Workspace, floor: uuid.UUID, sample: int) -> list[dict]:
     # percentile_disc(q) is the first value whose cumulative share reaches q: the same
-    # value _percentile() picks.
+    # value _percentile() picks. The agents' rows come with it (Agent.objects.for_workspace,
+    # by name): one query, not two.
     with connection.cursor() as cursor:
-        cursor.execute(_PERCENTILES, [floor, sample, agent_ids])
-        return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
+        cursor.execute(_PERCENTILES, [floor, sample, workspace.pk])
+        return [
+            {"agent": Agent(pk=agent_id, name=name, workspace=workspace), "count": count,
+             "p50": p50, "p95": p95}
+            for agent_id, name, count, p50, p95 in cursor.fetchall()
+        ]  # fmt: skip
 
 
 def _percentiles_in_python(workspace: Workspace, agent_ids: list, floor: Any, sample: int) -> dict:
