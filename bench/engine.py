@@ -179,6 +179,12 @@ def main() -> None:
         "1 s per reply needs 1,000 starts/s: a longer delay measures the memory of 1,000",
     )
     parser.add_argument("--peers", action="store_true", help="also run Celery and DBOS")
+    parser.add_argument(
+        "--submit-threads",
+        type=int,
+        default=8,
+        help="client threads for the submitted-while-running throughput (0: skip it)",
+    )
     parser.add_argument("--skip-slow", action="store_true", help="skip the slow-model part")
     args = parser.parse_args()
 
@@ -254,6 +260,13 @@ def main() -> None:
         (t.ended_at - t.started_at).total_seconds() * 1000 for t in steps.order_by("?")[:2000]
     ]
 
+    # 1b. throughput with the client in the clock: N started while the workers run, from
+    # `--submit-threads` client threads (DBOS's workflows are called from 8), first start to
+    # last completion — the peers' clocks include their clients' submissions too.
+    submitted = {}
+    if args.submit_threads:
+        submitted = submit_live(workspace, args.executions, args.submit_threads)
+
     # 2. idle latency -------------------------------------------------------------------------
     watcher = Watcher(workspace.pk)
     time.sleep(1.0)
@@ -291,6 +304,7 @@ def main() -> None:
         "executions_per_sec": round(done / elapsed, 1) if elapsed else None,
         "worker_cpu_ms_per_execution": round(worker_cpu * 1000 / done, 2) if done else None,
         "db_cpu_ms_per_execution": round(db_cpu * 1000 / done, 2) if done else None,
+        **submitted,
         "step_overhead_ms_p50": pct(step_ms, 0.5),
         "idle_latency_ms_p50": pct(latencies, 0.5),
         "idle_latency_ms_p95": pct(latencies, 0.95),
@@ -314,6 +328,10 @@ def main() -> None:
                 "executions_per_sec_ratio": _ratio(
                     result["executions_per_sec"], figures["executions_per_sec"]
                 ),
+                # The same, with Steward's client in the clock (as the peers' are).
+                "submitted_executions_per_sec_ratio": _ratio(
+                    result.get("submitted_executions_per_sec"), figures["executions_per_sec"]
+                ),
                 # Above 1 means Steward is faster (the peer's latency over Steward's).
                 "idle_p50_speedup": _ratio(
                     figures["idle_latency_ms_p50"], result["idle_latency_ms_p50"]
@@ -321,6 +339,43 @@ def main() -> None:
                 "peak_rss_ratio": _ratio(result["peak_rss_mb"], figures["peak_rss_mb"]),
             }
     print(json.dumps(result))
+
+
+def submit_live(workspace, executions: int, threads: int) -> dict:
+    """N executions started through `execution_start` from `threads` client threads while the
+    workers run; executions/s from the first start to the last completion."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    from executions import services
+    from executions.models import Execution
+
+    agent = services.agent_create(workspace=workspace, name="three-live", type="workflow")
+    services.agent_version_create(agent=agent, config=THREE_STEPS)
+    agent.refresh_from_db()
+
+    def start(chunk: range) -> None:
+        for n in chunk:
+            services.execution_start(workspace=workspace, agent=agent, input={"n": n})
+        connections.close_all()
+
+    chunks = [range(i, executions, threads) for i in range(threads)]
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(start, chunks))
+    submitted = time.monotonic() - began
+    while Execution.objects.filter(agent=agent, status="completed").count() < executions:
+        if time.monotonic() - began > 600:
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - began
+    done = Execution.objects.filter(agent=agent, status="completed").count()
+    return {
+        "submitted_executions_per_sec": round(done / elapsed, 1) if elapsed else None,
+        "submit_threads": threads,
+        "submit_seconds": round(submitted, 2),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
