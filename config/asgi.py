@@ -18,6 +18,7 @@ django_app = get_asgi_application()
 from executions import routing  # noqa: E402
 from executions.api import fastpath  # noqa: E402
 from executions.api.handler import ApiHandler  # noqa: E402
+from executions.api.loopread import LoopRead  # noqa: E402
 from executions.compat import fast as compat_fast  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
 from executions.middleware import DepartedClientGuard  # noqa: E402
@@ -30,11 +31,22 @@ FAST_READS = {
     "discuro-retrieve": compat_fast.discuro_retrieve,
 }
 
+# Their plain successful case answered on the event loop, on PostgreSQL (api/loopread.py).
+LOOP_READS = {
+    "api:execution_get": LoopRead(fastpath.execution_check, fastpath.execution_render),
+    "julep:execution_get": LoopRead(compat_fast.julep_check, compat_fast.julep_render),
+    "moderately:execution_retrieve": LoopRead(
+        compat_fast.moderately_check, compat_fast.moderately_render
+    ),
+}
+
 application = EmbeddedWorkerLifespan(
     ProtocolTypeRouter(
         {
             # API calls skip the dashboard's middleware and Django's per-request thread.
-            "http": DepartedClientGuard(ApiHandler(fallback=django_app, fast_reads=FAST_READS)),
+            "http": DepartedClientGuard(
+                ApiHandler(fallback=django_app, fast_reads=FAST_READS, loop_reads=LOOP_READS)
+            ),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
             ),

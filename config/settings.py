@@ -256,6 +256,9 @@ MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 # Enough that a process rarely starts a thread for a request (a tenth of a read's CPU when
 # 32 connections met 16 threads); the database pool (DB_POOL_MAX) still bounds the queries.
 API_THREADS = env_int("API_THREADS", 64)
+# Async connections per web process for the polled reads answered on the event loop, on
+# PostgreSQL (executions/api/loopread.py); 0 turns that path off (the lanes serve them).
+API_LOOP_CONNECTIONS = env_int("API_LOOP_CONNECTIONS", 8)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 AUTHENTICATION_BACKENDS = [

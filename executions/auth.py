@@ -27,6 +27,16 @@ _keys: dict[bytes, tuple[float, ApiKey]] = {}
 _keys_lock = threading.Lock()
 
 
+def key_in_cache(raw: str) -> ApiKey | None:
+    """The key when this process has it cached (and the entry is fresh), else None; no query.
+    The event-loop reads (executions/api/loopread.py) use it: a miss goes to the thread path,
+    whose lookup fills the cache, so both honour the same KEY_CACHE_SECONDS."""
+    hit = _keys.get(hashlib.blake2b(raw.encode(), digest_size=20).digest())
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    return None
+
+
 def authenticate_cached(raw: str) -> ApiKey | None:
     digest = hashlib.blake2b(raw.encode(), digest_size=20).digest()
     now = time.monotonic()
@@ -53,6 +63,8 @@ class ApiKeyAuth(APIKeyHeader):
     """`X-API-Key: <key>` or `Authorization: Bearer <key>`; the key picks the workspace."""
 
     param_name = "X-API-Key"
+    # How a presented key is looked up (CachedKeyAuth: the cache only).
+    lookup = staticmethod(authenticate_cached)
 
     def __call__(self, request: HttpRequest):
         raw = request.headers.get("X-API-Key", "")
@@ -65,7 +77,7 @@ class ApiKeyAuth(APIKeyHeader):
         if not raw:
             request.auth_problem = "missing API key: send X-API-Key or Authorization: Bearer"
             return None
-        key = authenticate_cached(raw)
+        key = self.lookup(raw)
         if key is None:
             request.auth_problem = "invalid API key"
             return None
@@ -80,3 +92,9 @@ class ApiKeyAuth(APIKeyHeader):
 
     def authenticate(self, request: HttpRequest, key: str | None):  # pragma: no cover
         return None
+
+
+class CachedKeyAuth(ApiKeyAuth):
+    """ApiKeyAuth that never queries: a key not in this process's cache reads as None."""
+
+    lookup = staticmethod(key_in_cache)

@@ -134,6 +134,8 @@ FACES: tuple[tuple[str, Callable[[HttpRequest, RateLimitItem, int], HttpResponse
 class Limiter:
     """One `limits` limiter over one storage, failing open (and logging once) when it breaks."""
 
+    identity = staticmethod(identity)  # for callers that may not import this module
+
     def __init__(self, spec: str, uri: str) -> None:
         self.item = parse(spec)
         options = {}
@@ -184,6 +186,32 @@ class Limiter:
             return None
         self._recovered()
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def admit_here(self, who: str) -> list | bool:
+        """`check`'s first step alone: admit the call from this process's batch (or while the
+        storage is skipped) without a round trip; False when `check` would need the storage.
+        The event-loop reads use it (executions/api/loopread.py) and go to the thread path,
+        which calls `check`, on False. Truthy values are tokens for `refund`."""
+        now = time.monotonic()
+        if self._skip_until and now < self._skip_until:
+            return True
+        if not self.batch:
+            return False
+        with self._lock:
+            state = self._local.get(who)
+            if state is not None and state[1] > 0 and now < state[2]:
+                state[0] += 1
+                state[1] -= 1
+                return state
+        return False
+
+    def refund(self, who: str, token: list | bool) -> None:
+        """Undo `admit_here` for a call handed on to the thread path, which counts it again."""
+        if isinstance(token, list):
+            with self._lock:
+                if self._local.get(who) is token and token[0] > 0:
+                    token[0] -= 1
+                    token[1] += 1
 
     def _remember(self, who: str, state: list) -> None:
         with self._lock:

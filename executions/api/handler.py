@@ -42,10 +42,12 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import override_settings
 from django.urls import Resolver404, ResolverMatch, get_resolver, set_script_prefix
 
 from executions.api.fastpath import FastRead, Read
+from executions.api.loopread import LoopRead, LoopReads, find_limiter
 from executions.middleware import too_large
 
 logger = logging.getLogger("steward.http")
@@ -132,7 +134,12 @@ class ApiHandler(ASGIHandler):
     """Sync API calls on leased lanes through the API's middleware; async API views through
     AsyncApiHandler, on a lane too when one is free; the rest to `fallback`."""
 
-    def __init__(self, fallback, fast_reads: dict[str, Read] | None = None) -> None:
+    def __init__(
+        self,
+        fallback,
+        fast_reads: dict[str, Read] | None = None,
+        loop_reads: dict[str, LoopRead] | None = None,
+    ) -> None:
         self.fallback = fallback
         # URL name -> a fast read for that route's view (fastpath.py); config/asgi.py gives
         # the native API's and the faces' (this package may not import the faces).
@@ -146,6 +153,17 @@ class ApiHandler(ASGIHandler):
         super().__init__()
         # Import the URLconf now, not on the event loop at the first call.
         self.url_patterns = get_resolver().url_patterns
+        # The fast reads' successful case on the loop itself (loopread.py), on PostgreSQL.
+        self.loop: LoopReads | None = None
+        size = int(getattr(settings, "API_LOOP_CONNECTIONS", 8))
+        if loop_reads and size > 0 and connections[DEFAULT_DB_ALIAS].vendor == "postgresql":
+            limiter = find_limiter(self._middleware_chain)
+            self.loop = LoopReads(self, loop_reads, api_middleware(), limiter, size)
+
+    async def aclose(self) -> None:
+        """Close this loop's idle async connections (the tests run a loop per call)."""
+        if self.loop is not None:
+            await self.loop.connections.aclose()
 
     def load_middleware(self, is_async: bool = False) -> None:
         # One sync chain (no sync/async adapters between middleware): the lane runs it whole.
@@ -161,6 +179,9 @@ class ApiHandler(ASGIHandler):
             return  # the client left before sending its request
         if body is TOO_LARGE:
             await self.send_response(too_large(), send)
+            return
+        loop = self.loop if isinstance(match.func, FastRead) and not body else None
+        if loop is not None and await loop.serve(scope, send, match):
             return
         if iscoroutinefunction(match.func):
             replayed = False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from executions.auth import ApiKeyAuth
+from executions.auth import ApiKeyAuth, CachedKeyAuth
 from executions.compat import discuro, moderately
 from executions.compat.common import reply
 from executions.compat.julep_shapes import execution_out as julep_execution_out
@@ -15,16 +15,24 @@ from executions.selectors.executions import execution_find
 from executions.validation import text_problem
 
 _auth = ApiKeyAuth()
+_cached_auth = CachedKeyAuth()
+
+
+def _authorised(request: HttpRequest, execution_id: str, *, max_length: int, auth=_auth) -> bool:
+    """As api/fastpath.authorised (which this package may not import)."""
+    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
+        return False
+    key = auth(request)  # what the faces' BearerAuth runs
+    if not key:
+        return False
+    request._ninja_csrf_exempt = True
+    request.auth = key
+    return True
 
 
 def _find(request: HttpRequest, execution_id: str, *, max_length: int):
-    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
+    if not _authorised(request, execution_id, max_length=max_length):
         return None
-    key = _auth(request)  # what the faces' BearerAuth runs
-    if not key:
-        return None
-    request._ninja_csrf_exempt = True
-    request.auth = key
     return execution_find(workspace=request.workspace, execution_id=execution_id)
 
 
@@ -54,3 +62,27 @@ def discuro_retrieve(request: HttpRequest) -> HttpResponse:
     skip), answering its own errors; on the fast path it gains the matched URL and the direct
     hop onto a lane (executions/api/handler.py)."""
     return discuro.retrieve(request)
+
+
+# The same reads on the event loop (executions/api/loopread.py): checks with the cached key
+# only, then the shape; anything else goes to the thread path above.
+
+
+def julep_check(request: HttpRequest, execution_id: str) -> bool:
+    return _authorised(request, execution_id, max_length=64, auth=_cached_auth)
+
+
+def julep_render(request: HttpRequest, execution) -> HttpResponse:
+    return reply(julep_execution_out(execution))
+
+
+def moderately_check(request: HttpRequest, execution_id: str) -> bool:
+    if any(text_problem(t, max_length=200) for t in request.GET.getlist("teamIds")):
+        return False
+    return _authorised(request, execution_id, max_length=64, auth=_cached_auth)
+
+
+def moderately_render(request: HttpRequest, execution) -> HttpResponse | None:
+    if not moderately.team_matches(request):
+        return None
+    return reply(moderately.execution_out(execution))

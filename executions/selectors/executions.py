@@ -60,18 +60,17 @@ def _lean_converters(connection) -> list[tuple[int, list, Any]]:
     return found
 
 
-def _execution_lean(*, workspace: Workspace, pk: Any) -> Execution | None:
-    db = Execution.objects.db
-    connection = connections[db]
-    params = [
+def _lean_params(connection, *, workspace: Workspace, pk: Any) -> list:
+    return [
         Execution._meta.pk.get_db_prep_value(pk, connection),
         Workspace._meta.pk.get_db_prep_value(workspace.pk, connection),
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_LEAN_SQL, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
+
+
+def _lean_build(connection, row: Any) -> Execution:
+    """The models from a row of _LEAN_SQL (also for the event-loop read's row, fetched with
+    the same adapters: executions/api/loopread.py)."""
+    db = Execution.objects.db
     row = list(row)
     for i, funcs, column in _lean_converters(connection):
         value = row[i]
@@ -93,6 +92,14 @@ def _execution_lean(*, workspace: Workspace, pk: Any) -> Execution | None:
             (execution.agent_version_id, execution.agent_id, number, label, config),
         )
     return execution
+
+
+def _execution_lean(*, workspace: Workspace, pk: Any) -> Execution | None:
+    connection = connections[Execution.objects.db]
+    with connection.cursor() as cursor:
+        cursor.execute(_LEAN_SQL, _lean_params(connection, workspace=workspace, pk=pk))
+        row = cursor.fetchone()
+    return None if row is None else _lean_build(connection, row)
 
 
 def execution_find(*, workspace: Workspace, execution_id: str) -> Execution | None:

@@ -11,16 +11,18 @@ import json
 import re
 
 import pytest
+from django.db import connection
 
-from config.asgi import FAST_READS, django_app
-from executions import services
+from config.asgi import FAST_READS, LOOP_READS, django_app
+from executions import auth, services
 from executions.api.handler import ApiHandler
+from executions.api.loopread import LoopConnections
 from executions.models import ApiKey
 
 MISSING = "01a2287a-81c7-75a6-b24d-849799f7e5ef"
 
 
-def call(handler, method: str, path: str, query: str = "", headers=()) -> tuple:
+def call(handler, method: str, path: str, query: str = "", headers=(), departed=False) -> tuple:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -41,12 +43,20 @@ def call(handler, method: str, path: str, query: str = "", headers=()) -> tuple:
     sent = []
 
     async def receive():
+        if departed:
+            return {"type": "http.disconnect"}
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message):
         sent.append(message)
 
-    asyncio.run(handler(scope, receive, send))
+    async def run():
+        await handler(scope, receive, send)
+        await handler.aclose()  # this loop's async connections (the event-loop reads)
+
+    asyncio.run(run())
+    if departed:
+        return sent
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     # The seconds a 429 asks to wait may tick between two calls.
@@ -77,9 +87,27 @@ class Counting:
         return response
 
 
-def handlers():
+@pytest.fixture(params=[False, True], ids=["thread", "loop"])
+def loop(request, transactional_db):
+    """Each test with the fast reads on the lanes, and on PostgreSQL also with their
+    successful case on the event loop (executions/api/loopread.py)."""
+    if request.param and connection.vendor != "postgresql":
+        pytest.skip("the event-loop reads are PostgreSQL-only")
+    return request.param
+
+
+def handlers(loop=False):
     fast = {name: Counting(read) for name, read in FAST_READS.items()}
-    return ApiHandler(fallback=django_app, fast_reads=fast), ApiHandler(fallback=django_app), fast
+    handler = ApiHandler(
+        fallback=django_app, fast_reads=fast, loop_reads=LOOP_READS if loop else None
+    )
+    assert (handler.loop is not None) == loop
+    return handler, ApiHandler(fallback=django_app), fast
+
+
+def served(handler, reads, name: str) -> int:
+    """Successful reads the fast path answered, on a lane or on the loop."""
+    return reads[name].served + (handler.loop.served[name] if handler.loop else 0)
 
 
 def both(fast, slow, *args, **kwargs):
@@ -99,8 +127,8 @@ def world(transactional_db, owner, viewer, outsider, agent):
     return {"mine": str(mine.pk), "theirs": str(theirs.pk), "revoked": raw}
 
 
-def test_every_native_read_answers_as_ninja_does(world, owner, viewer):
-    fast, slow, reads = handlers()
+def test_every_native_read_answers_as_ninja_does(world, owner, viewer, loop):
+    fast, slow, reads = handlers(loop)
     mine, path = world["mine"], "/api/v1/executions/"
     key = [("X-API-Key", owner.key)]
     found = both(fast, slow, "GET", path + mine, headers=key)
@@ -115,8 +143,7 @@ def test_every_native_read_answers_as_ninja_does(world, owner, viewer):
         headers=[("Authorization", "Bearer " + owner.key)],
     )
     both(fast, slow, "GET", path + mine, headers=[("X-API-Key", viewer.key)])
-    served = reads["api:execution_get"].served
-    assert served == 3
+    assert served(fast, reads, "api:execution_get") == 3
     assert [t.view_name for _, t in fast._shapes] == ["api:execution_get"]  # learned once
     inbox = both(fast, slow, "GET", path + "approval-inbox", headers=key)  # a literal route
     assert inbox[0] == 200 and "data" in json.loads(inbox[2])
@@ -136,13 +163,13 @@ def test_every_native_read_answers_as_ninja_does(world, owner, viewer):
         both(fast, slow, method, path + mine, headers=key)
 
 
-def test_the_faces_reads_answer_as_ninja_does(world, owner):
-    fast, slow, reads = handlers()
+def test_the_faces_reads_answer_as_ninja_does(world, owner, loop):
+    fast, slow, reads = handlers(loop)
     mine, bearer = world["mine"], [("Authorization", "Bearer " + owner.key)]
     julep = "/julep/executions/"
     assert both(fast, slow, "GET", julep + mine, headers=bearer)[0] == 200
     both(fast, slow, "GET", julep + mine, headers=[("X-API-Key", owner.key)])
-    assert reads["julep:execution_get"].served == 2
+    assert served(fast, reads, "julep:execution_get") == 2
     for case in (MISSING, world["theirs"], "nope", "-" * 40 + mine):
         both(fast, slow, "GET", julep + case, headers=bearer)
     for headers in ([], [("Authorization", "Bearer " + world["revoked"])]):
@@ -159,7 +186,7 @@ def test_the_faces_reads_answer_as_ninja_does(world, owner):
         f"teamIds=x,{workspace.pk.hex}",
     ):
         assert both(fast, slow, "GET", moderately + mine, query=query, headers=bearer)[0] == 200
-    assert reads["moderately:execution_retrieve"].served == 4
+    assert served(fast, reads, "moderately:execution_retrieve") == 4
     for query in ("teamIds=other", "teamIds=" + "a" * 201, "teamIds=%00"):
         both(fast, slow, "GET", moderately + mine, query=query, headers=bearer)
     for case in (MISSING, world["theirs"], "nope"):
@@ -178,17 +205,88 @@ def test_the_faces_reads_answer_as_ninja_does(world, owner):
     assert both(fast, slow, "GET", discuro, query=f"id={mine}", headers=bearer)[0] == 405
 
 
-def test_a_rate_limited_read_is_the_same_429(world, owner, settings):
+def test_a_rate_limited_read_is_the_same_429(world, owner, settings, loop):
     settings.RATE_LIMIT = "3/minute"
     settings.RATE_LIMIT_STORAGE = "memory://"
-    fast, slow, reads = handlers()  # each with its own counter, built under these settings
     for path, headers in (
         ("/api/v1/executions/", [("X-API-Key", owner.key)]),
         ("/julep/executions/", [("Authorization", "Bearer " + owner.key)]),
         ("/moderately/agent-executions/", [("Authorization", "Bearer " + owner.key)]),
     ):
-        fast, slow, reads = handlers()
+        fast, slow, reads = handlers(loop)  # each with its own counter, built under these settings
         statuses = [
             both(fast, slow, "GET", path + world["mine"], headers=headers)[0] for _ in range(4)
         ]
         assert statuses == [200, 200, 200, 429]
+
+
+def test_the_loop_admits_from_the_process_batch_and_counts_like_the_lanes(world, owner, settings):
+    """A limit with a local batch (100 a minute: 2 calls a process may admit on its own): the
+    loop admits those, the shared counter still sees every call, and the 101st is refused
+    on both paths, the same call."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the event-loop reads are PostgreSQL-only")
+    settings.RATE_LIMIT = "100/minute"
+    settings.RATE_LIMIT_STORAGE = "memory://"
+    fast, slow, reads = handlers(loop=True)
+    path, key = "/api/v1/executions/" + world["mine"], [("X-API-Key", owner.key)]
+    statuses = [both(fast, slow, "GET", path, headers=key)[0] for _ in range(104)]
+    # Calls admitted locally reach the counter with the next shared hit: a batch's overshoot.
+    assert statuses[:100] == [200] * 100 and statuses[-1] == 429
+    assert fast.loop.served["api:execution_get"] > 30
+
+
+def test_a_revoked_key_is_refused_on_the_loop_as_on_the_lanes(world, owner):
+    """Revoked here: the key cache is cleared at once. Revoked in another process (no signal
+    here): both paths keep the cached key until its KEY_CACHE_SECONDS run out."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the event-loop reads are PostgreSQL-only")
+    fast, slow, reads = handlers(loop=True)
+    path = "/api/v1/executions/" + world["mine"]
+    for revoke in ("here", "elsewhere"):
+        key, raw = services.apikey_create(workspace=owner.workspace, name=revoke, role="admin")
+        headers = [("X-API-Key", raw)]
+        assert both(fast, slow, "GET", path, headers=headers)[0] == 200  # fills the cache
+        before = fast.loop.served["api:execution_get"]
+        assert both(fast, slow, "GET", path, headers=headers)[0] == 200
+        assert fast.loop.served["api:execution_get"] == before + 1  # the cached key, on the loop
+        if revoke == "here":
+            services.apikey_revoke(workspace=owner.workspace, prefix=key.prefix)
+        else:
+            ApiKey.objects.filter(pk=key.pk).update(revoked_at=key.created_at)
+            assert both(fast, slow, "GET", path, headers=headers)[0] == 200  # still cached
+            for digest, (_, cached) in list(auth._keys.items()):
+                auth._keys[digest] = (0.0, cached)  # its seconds are up
+        assert both(fast, slow, "GET", path, headers=headers)[0] == 401
+        assert fast.loop.served["api:execution_get"] == before + 1 + (revoke != "here")
+
+
+def test_a_departed_client_gets_nothing_on_either_path(world, owner, loop):
+    fast, slow, _ = handlers(loop)
+    path, key = "/api/v1/executions/" + world["mine"], [("X-API-Key", owner.key)]
+    assert call(fast, "GET", path, headers=key, departed=True) == []
+    assert call(slow, "GET", path, headers=key, departed=True) == []
+
+
+def test_a_read_that_finds_every_loop_connection_busy_waits_for_one(transactional_db):
+    if connection.vendor != "postgresql":
+        pytest.skip("the event-loop reads are PostgreSQL-only")
+    pool = LoopConnections(size=1)
+
+    async def run():
+        first = await pool.lease()
+        waiting = asyncio.ensure_future(pool.lease())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        pool.release(first, ok=True)
+        second = await waiting
+        assert second is first
+        pool.release(second, ok=False)  # broken: closed, its place freed
+        third = await pool.lease()
+        assert third is not first
+        pool.release(third, ok=True)
+        await asyncio.sleep(0.05)  # the broken one's close
+        assert first.closed
+        await pool.aclose()
+
+    asyncio.run(run())
