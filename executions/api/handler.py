@@ -24,7 +24,9 @@ paths that resolve to nothing (404s, APPEND_SLASH) and bodies over the size limi
 The polled reads (`fast_reads`: the native GET of an execution and the faces' equivalents)
 go further: their view is wrapped in fastpath.FastRead (no ninja dispatch when the read
 succeeds), their URL is matched by one regex once learned (`_learn_shape`), and they hop onto
-the lane with `run_in_executor` instead of asgiref's thread-sensitive machinery.
+the lane with `run_in_executor` instead of asgiref's thread-sensitive machinery. On PostgreSQL
+their plain successful case does not leave the event loop at all (loopread.py); whatever it
+declines takes the lane as above.
 """
 
 from __future__ import annotations
