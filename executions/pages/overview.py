@@ -43,6 +43,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         workspace=workspace, since=now - timedelta(days=7)
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
+    # The table shows ids, agents, statuses, times and costs: the runs' documents stay unread.
+    recent = recent.defer("input", "output", "error", "state", "metadata")
     context["recent"] = attach_times(list(recent.order_by("-id")[:8]))
     # Read only by the empty state (no runs yet): the template calls it, so a page with runs
     # does not ask.
