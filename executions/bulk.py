@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+from django.db.models.sql import InsertQuery
 
 
 def update_many(
@@ -76,3 +77,67 @@ def update_many(
         found = cursor.fetchall()
     to_python = meta.pk.to_python
     return [to_python(value) for (value,) in found]
+
+
+def insert_pair(first: Model, second: Model) -> None:
+    """INSERT two new rows, `second` after `first` (it may reference it), in ONE statement on
+    PostgreSQL — `WITH _first AS (INSERT …) INSERT … RETURNING id`: one round trip instead of
+    two. The foreign keys are checked at commit (Django's are DEFERRABLE INITIALLY DEFERRED).
+    Each INSERT is compiled by the ORM's own compiler (fields' pre_save, auto_now, JSON and
+    UUID preparation), as `save(force_insert=True)` would; no model signals (none are
+    connected to the rows written with it). Elsewhere: the two saves."""
+    if connection.vendor != "postgresql":
+        first.save(force_insert=True)
+        second.save(force_insert=True)
+        return
+    sql1, params1, _ = _insert_sql(first)
+    sql2, params2, auto = _insert_sql(second)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH _first AS ({sql1}) {sql2}", (*params1, *params2))
+        if auto is not None:
+            setattr(second, auto.attname, cursor.fetchone()[0])
+    for obj in (first, second):
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+# Per model: the INSERT's SQL, its fields and auto field. The statement's text never changes
+# for a model (same columns every time); compiling it anew per start cost ~10% of a start.
+_insert_cache: dict[type[Model], tuple[str, list[Any], Any]] = {}
+
+
+def _insert_sql(obj: Model) -> tuple[str, tuple, Any]:
+    """The ORM compiler's INSERT for a new row, the SQL compiled once per model; the values
+    prepared per row as the compiler does (pre_save with add=True, get_db_prep_save)."""
+    model = type(obj)
+    if obj.pk is None or model._meta.auto_field is None:
+        cached = _insert_cache.get(model)
+        if cached is None:
+            cached = _insert_cache[model] = _compile_insert(obj)
+        sql, fields, auto = cached
+        values = [f.pre_save(obj, True) for f in fields]
+        if not any(hasattr(v, "resolve_expression") for v in values):
+            prepared = zip(fields, values, strict=True)
+            params = tuple(f.get_db_prep_save(v, connection) for f, v in prepared)
+            return sql, params, auto
+    query, auto = _insert_query(obj)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = [auto] if auto is not None else None
+    [(sql, params)] = compiler.as_sql()
+    return sql, tuple(params), auto
+
+
+def _insert_query(obj: Model) -> tuple[InsertQuery, Any]:
+    meta = obj._meta
+    auto = meta.auto_field if obj.pk is None else None
+    query = InsertQuery(type(obj))
+    query.insert_values([f for f in meta.local_concrete_fields if f is not auto], [obj])
+    return query, auto
+
+
+def _compile_insert(obj: Model) -> tuple[str, list[Any], Any]:
+    query, auto = _insert_query(obj)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = [auto] if auto is not None else None
+    [(sql, _)] = compiler.as_sql()
+    return sql, list(query.fields), auto

@@ -9,6 +9,7 @@ long safety-net interval, against a lost message.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -74,16 +75,73 @@ def take_hint(event: threading.Event) -> float | None:
 
 
 def notify(at: datetime | None = None) -> None:
-    """Wake the workers: work is due now, or (with `at`) will be at that time."""
+    """Wake the workers: work is due now, or (with `at`) will be at that time.
+
+    The in-process subscribers are woken here; the Redis PUBLISH is handed to one sender
+    thread per process, so the caller (a start's after-commit hook) does not wait for Redis,
+    and many wake-ups requested while a PUBLISH is in flight are served by ONE more PUBLISH
+    sent after it: every request made before a PUBLISH is sent (so after its commit) is
+    covered by that PUBLISH; none is dropped."""
+    global _want_now, _want_at
     epoch = at.timestamp() if at is not None else None
     _wake_local(epoch)
-    client = _client()
-    if client is None:
+    if not settings.REDIS_URL:
         return
-    try:
-        client.publish(CHANNEL, b"1" if epoch is None else repr(epoch).encode())
-    except Exception:  # noqa: BLE001 - the poll interval is the fallback
-        logger.warning("could not publish worker wake-up", exc_info=True)
+    with _send_cond:
+        if epoch is None:
+            _want_now = True
+        else:
+            _want_at = epoch if _want_at is None else min(_want_at, epoch)
+        _start_sender()
+        _send_cond.notify_all()  # the sender (and any flush() waiting)
+
+
+# The sender's pending requests: a due-now wake-up, and the earliest later due time.
+_send_cond = threading.Condition()
+_want_now = False
+_want_at: float | None = None
+_sending = False
+_sender: threading.Thread | None = None
+
+
+def _start_sender() -> None:
+    """Called with _send_cond held."""
+    global _sender
+    if _sender is None or not _sender.is_alive():
+        _sender = threading.Thread(target=_send_loop, name="steward-wakeup-send", daemon=True)
+        _sender.start()
+
+
+@atexit.register
+def flush(timeout: float = 1.0) -> None:
+    """Wait (bounded) until the requested wake-ups went out: a command that starts an
+    execution and exits must not leave its wake-up in the daemon thread."""
+    with _send_cond:
+        _send_cond.wait_for(
+            lambda: not (_want_now or _want_at is not None or _sending), timeout=timeout
+        )
+
+
+def _send_loop() -> None:
+    global _want_now, _want_at, _sending
+    while True:
+        with _send_cond:
+            _sending = False
+            _send_cond.notify_all()  # flush()
+            while not _want_now and _want_at is None:
+                _send_cond.wait()
+            now, at = _want_now, _want_at
+            _want_now, _want_at, _sending = False, None, True
+        client = _client()
+        if client is None:
+            continue
+        try:
+            if now:
+                client.publish(CHANNEL, b"1")
+            if at is not None:
+                client.publish(CHANNEL, repr(at).encode())
+        except Exception:  # noqa: BLE001 - the poll interval is the fallback
+            logger.warning("could not publish worker wake-up", exc_info=True)
 
 
 def _due_of(data: object) -> float | None:
