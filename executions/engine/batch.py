@@ -10,7 +10,7 @@ run goes to a thread of its own, where it runs from its last record as any claim
 side effect ever runs here, and the durability rule is the one of a single run: a side
 effect is recorded before anything depends on it; a batch only ever writes runs' ends.
 
-The write (lifecycle.append_batch): one compare-and-set UPDATE for every run (RETURNING the
+The write (lifecycle_batch.append_batch): one compare-and-set UPDATE for every run (RETURNING the
 ids that matched), one INSERT of the winners' transitions, their rollups, one INSERT of their
 events, one COMMIT. A run whose compare-and-set lost (cancelled meanwhile, its lease taken, a
 comment landed) wrote nothing; it goes to a thread too, whose write re-reads the row and
@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import DatabaseError, transaction
 
-from executions import lifecycle
+from executions import lifecycle_batch
 from executions.engine import runner
 from executions.engine.context import RunContext
 from executions.lifecycle import Status
@@ -81,7 +81,7 @@ def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
     claimed = {ctx.execution.pk: copy.copy(ctx.execution) for ctx in ready}
     try:
         with transaction.atomic():
-            won = lifecycle.append_batch(batch)  # type: ignore[arg-type]
+            won = lifecycle_batch.append_batch(batch)  # type: ignore[arg-type]
             won_ids = {pending.execution.pk for pending in won}
             stored: list[ExecutionEvent] = []
             for ctx in ready:
