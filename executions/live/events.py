@@ -132,20 +132,14 @@ def _needs_own_loop() -> bool:
 
 class _Publisher:
     """One long-lived event loop thread per process that sends messages. A few consumer tasks
-    share the work; a group always goes to the same lane, so its messages keep their order,
-    and the channel layer's connection pool is never asked for more than `LANES`.
-
-    A lane's messages wait in a buffer; the loop is woken once per drain, not per message, and
-    a drain sends everything buffered meanwhile as one pipeline: under load (many starts from
-    many threads) one round trip serves many messages; alone, a message goes out at once."""
+    share the work; a group always goes to the same consumer, so its messages keep their
+    order, and the channel layer's connection pool is never asked for more than `LANES`."""
 
     LANES = 4
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.queues: list[asyncio.Queue] = []
-        self.buffers: list[list[tuple[Any, str, dict[str, Any]]]] = [[] for _ in range(self.LANES)]
-        self.scheduled = [False] * self.LANES
         self.pending = 0
         self.idle = threading.Condition()
         ready = threading.Event()
@@ -153,8 +147,8 @@ class _Publisher:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             self.queues = [asyncio.Queue() for _ in range(self.LANES)]
-            for lane, queue in enumerate(self.queues):
-                self.loop.create_task(self._consume(lane, queue))
+            for queue in self.queues:
+                self.loop.create_task(self._consume(queue))
             ready.set()
             self.loop.run_forever()
 
@@ -162,34 +156,21 @@ class _Publisher:
         self.thread.start()
         ready.wait()
 
-    async def _consume(self, lane: int, queue: Any) -> None:
+    async def _consume(self, queue: Any) -> None:
         while True:
-            await queue.get()
-            with self.idle:
-                items, self.buffers[lane] = self.buffers[lane], []
-                self.scheduled[lane] = False
+            layer, group, message = await queue.get()
             try:
-                # Runs of the same layer (there is one per process in practice), in order.
-                start = 0
-                while start < len(items):
-                    layer = items[start][0]
-                    end = start
-                    while end < len(items) and items[end][0] is layer:
-                        end += 1
-                    part = [(group, message) for _, group, message in items[start:end]]
-                    start = end
-                    try:
-                        if len(part) == 1:
-                            await layer.group_send(*part[0])
-                        else:
-                            await _group_send_many(layer, part)
-                    except Exception as exc:  # noqa: BLE001 - best effort, like send()
-                        layer_health.failed(exc)
-                    else:
-                        layer_health.worked()
+                if group is None:  # a batch (submit_many): `message` is its list of items
+                    await _group_send_many(layer, message)
+                else:
+                    await layer.group_send(group, message)
+            except Exception as exc:  # noqa: BLE001 - best effort, like send()
+                layer_health.failed(exc)
+            else:
+                layer_health.worked()
             finally:
                 with self.idle:
-                    self.pending -= len(items)
+                    self.pending -= 1
                     self.idle.notify_all()
 
     def flush(self, timeout: float = 2.0) -> None:
@@ -199,22 +180,21 @@ class _Publisher:
             self.idle.wait_for(lambda: self.pending <= 0, timeout=timeout)
 
     def submit_many(self, layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """A batch: each message to its group's lane (so it stays in order with the single
-        ones); each lane's part goes out in that lane's next pipeline."""
-        wake: list[int] = []
+        """A batch: split by lane (a group always goes to the same lane, so its messages stay
+        in order with the single ones), each lane's part sent as one pipeline."""
+        lanes: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for group, message in items:
+            lanes.setdefault(hash(group) % self.LANES, []).append((group, message))
         with self.idle:
-            for group, message in items:
-                lane = hash(group) % self.LANES
-                self.buffers[lane].append((layer, group, message))
-                self.pending += 1
-                if not self.scheduled[lane]:
-                    self.scheduled[lane] = True
-                    wake.append(lane)
-        for lane in wake:
-            self.loop.call_soon_threadsafe(self.queues[lane].put_nowait, None)
+            self.pending += len(lanes)
+        for lane, part in lanes.items():
+            self.loop.call_soon_threadsafe(self.queues[lane].put_nowait, (layer, None, part))
 
     def submit(self, layer: Any, group: str, message: dict[str, Any]) -> None:
-        self.submit_many(layer, [(group, message)])
+        with self.idle:
+            self.pending += 1
+        queue = self.queues[hash(group) % self.LANES]
+        self.loop.call_soon_threadsafe(queue.put_nowait, (layer, group, message))
 
 
 async def _group_send_many(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
