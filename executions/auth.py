@@ -17,6 +17,7 @@ from ninja.security import APIKeyHeader
 from executions import services
 from executions.lifecycle import Actor
 from executions.models import ApiKey
+from executions.validation import text_problem
 
 # Keys seen in the last few seconds, by a hash of the presented secret: a polling client costs
 # no key lookup on most requests. A key saved or deleted in this process (revoked, say) is
@@ -98,3 +99,26 @@ class CachedKeyAuth(ApiKeyAuth):
     """ApiKeyAuth that never queries: a key not in this process's cache reads as None."""
 
     lookup = staticmethod(key_in_cache)
+
+
+_auth = ApiKeyAuth()
+_cached_auth = CachedKeyAuth()
+
+
+def read_authorised(
+    request: HttpRequest, execution_id: str, *, max_length: int, cached_only: bool = False
+) -> bool:
+    """The polled reads' checks on the fast path (executions/api/fastpath.py explains it), shared
+    by the native API and the compat faces: a GET with a well-formed id and a valid key,
+    authenticated as ninja does (`cached_only`: the key from this process's cache or nothing,
+    for the event loop, which must not query). `max_length` is the route's bound on the path
+    parameter (its SafeStr), checked as its validator does."""
+    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
+        return False
+    key = (_cached_auth if cached_only else _auth)(request)
+    if not key:
+        return False
+    # What ninja's operation sets before calling a view.
+    request._ninja_csrf_exempt = True
+    request.auth = key
+    return True

@@ -24,14 +24,11 @@ from django.http import HttpRequest, HttpResponse
 
 from executions import serializers
 from executions.api.common import data
-from executions.auth import ApiKeyAuth, CachedKeyAuth
+from executions.auth import read_authorised
 from executions.models import Execution
 from executions.selectors.executions import execution_find
-from executions.validation import text_problem
 
 Read = Callable[..., HttpResponse | None]
-_auth = ApiKeyAuth()
-_cached_auth = CachedKeyAuth()
 
 
 class FastRead:
@@ -52,24 +49,9 @@ class FastRead:
         return self.view(request, *args, **kwargs)
 
 
-def authorised(request: HttpRequest, execution_id: str, *, max_length: int, auth=_auth) -> bool:
-    """A GET with a well-formed id and a valid key, authenticated as ninja does (the cached key;
-    CachedKeyAuth on the event loop: no query). `max_length` is the route's bound on the path
-    parameter (its SafeStr), checked as its validator does."""
-    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
-        return False
-    key = auth(request)
-    if not key:
-        return False
-    # What ninja's operation sets before calling a view.
-    request._ninja_csrf_exempt = True
-    request.auth = key
-    return True
-
-
 def find(request: HttpRequest, execution_id: str, *, max_length: int) -> Execution | None:
     """The execution in the key's workspace; None when the full route must answer."""
-    if not authorised(request, execution_id, max_length=max_length):
+    if not read_authorised(request, execution_id, max_length=max_length):
         return None
     return execution_find(workspace=request.workspace, execution_id=execution_id)
 
@@ -84,7 +66,7 @@ def execution_get(request: HttpRequest, execution_id: str) -> HttpResponse | Non
 
 def execution_check(request: HttpRequest, execution_id: str) -> bool:
     """The native read's checks on the event loop (loopread.py)."""
-    return authorised(request, execution_id, max_length=200, auth=_cached_auth)
+    return read_authorised(request, execution_id, max_length=200, cached_only=True)
 
 
 def execution_render(request: HttpRequest, execution: Execution) -> HttpResponse:

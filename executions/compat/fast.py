@@ -7,31 +7,16 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from executions.auth import ApiKeyAuth, CachedKeyAuth
+from executions.auth import read_authorised
 from executions.compat import discuro, moderately
 from executions.compat.common import reply
 from executions.compat.julep_shapes import execution_out as julep_execution_out
 from executions.selectors.executions import execution_find
 from executions.validation import text_problem
 
-_auth = ApiKeyAuth()
-_cached_auth = CachedKeyAuth()
-
-
-def _authorised(request: HttpRequest, execution_id: str, *, max_length: int, auth=_auth) -> bool:
-    """As api/fastpath.authorised (which this package may not import)."""
-    if request.method != "GET" or text_problem(execution_id, max_length=max_length) is not None:
-        return False
-    key = auth(request)  # what the faces' BearerAuth runs
-    if not key:
-        return False
-    request._ninja_csrf_exempt = True
-    request.auth = key
-    return True
-
 
 def _find(request: HttpRequest, execution_id: str, *, max_length: int):
-    if not _authorised(request, execution_id, max_length=max_length):
+    if not read_authorised(request, execution_id, max_length=max_length):
         return None
     return execution_find(workspace=request.workspace, execution_id=execution_id)
 
@@ -69,7 +54,7 @@ def discuro_retrieve(request: HttpRequest) -> HttpResponse:
 
 
 def julep_check(request: HttpRequest, execution_id: str) -> bool:
-    return _authorised(request, execution_id, max_length=64, auth=_cached_auth)
+    return read_authorised(request, execution_id, max_length=64, cached_only=True)
 
 
 def julep_render(request: HttpRequest, execution) -> HttpResponse:
@@ -79,7 +64,7 @@ def julep_render(request: HttpRequest, execution) -> HttpResponse:
 def moderately_check(request: HttpRequest, execution_id: str) -> bool:
     if any(text_problem(t, max_length=200) for t in request.GET.getlist("teamIds")):
         return False
-    return _authorised(request, execution_id, max_length=64, auth=_cached_auth)
+    return read_authorised(request, execution_id, max_length=64, cached_only=True)
 
 
 def moderately_render(request: HttpRequest, execution) -> HttpResponse | None:
