@@ -337,24 +337,7 @@ def append_many(
         else:  # pragma: no cover - needs 20 writers interleaving on one row
             raise IllegalTransition(execution.pk, current.status, status, "too much contention")
         steps = Transition.objects.bulk_create(
-            [
-                Transition(
-                    execution_id=execution.pk,
-                    seq=first + i,
-                    type=entry["type"],
-                    from_status=from_status,
-                    to_status=to_status,
-                    actor_type=actor.type,
-                    actor_user_id=actor.user_id,
-                    actor_key_id=actor.key_id,
-                    actor_label=actor.label,
-                    created_at=now,
-                    **_clean_details({k: v for k, v in entry.items() if k not in ("type", "to")}),
-                )
-                for i, (entry, (from_status, to_status)) in enumerate(
-                    zip(entries, moves, strict=True)
-                )
-            ]
+            transition_rows(execution.pk, first, entries, moves, actor=actor, now=now)
         )
         to = status if status != src else None
         last = first + len(entries) - 1
@@ -470,3 +453,27 @@ def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = No
         bulk.insert_pair(execution, step)
         _schedule_event(execution, step)
     return step
+
+
+def transition_rows(
+    execution_id: Any, first: int, entries: list[dict], moves: list[tuple], *, actor: Actor, now
+) -> list[Transition]:
+    """A run's new entries as unsaved Transition rows from seq `first`, each with its
+    (from, to) move: built here for `transition()` and for the engine's batch
+    (lifecycle_batch.append_batch) alike."""
+    return [
+        Transition(
+            execution_id=execution_id,
+            seq=first + i,
+            type=entry["type"],
+            from_status=from_status,
+            to_status=to_status,
+            actor_type=actor.type,
+            actor_user_id=actor.user_id,
+            actor_key_id=actor.key_id,
+            actor_label=actor.label,
+            created_at=now,
+            **_clean_details({k: v for k, v in entry.items() if k not in ("type", "to")}),
+        )
+        for i, (entry, (from_status, to_status)) in enumerate(zip(entries, moves, strict=True))
+    ]

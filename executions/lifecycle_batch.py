@@ -20,10 +20,10 @@ from executions.lifecycle import (
     Actor,
     Pending,
     Status,
-    _clean_details,
     _move_fields,
     _refresh,
     can_move,
+    transition_rows,
 )
 from executions.live import events
 from executions.models import Execution, Transition
@@ -102,22 +102,15 @@ def append_batch(batch: list[Pending], *, actor: Actor = SYSTEM) -> list[Pending
     done = [plan for plan in plans if plan[0].execution.pk in won]
     steps = Transition.objects.bulk_create(
         [
-            Transition(
-                execution_id=pending.execution.pk,
-                seq=pending.execution.transition_count + 1 + i,
-                type=entry["type"],
-                from_status=from_status,
-                to_status=to_status,
-                actor_type=actor.type,
-                actor_user_id=actor.user_id,
-                actor_key_id=actor.key_id,
-                actor_label=actor.label,
-                created_at=now,
-                **_clean_details({k: v for k, v in entry.items() if k not in ("type", "to")}),
-            )
+            row
             for pending, _, moves, _ in done
-            for i, (entry, (from_status, to_status)) in enumerate(
-                zip(pending.entries, moves, strict=True)
+            for row in transition_rows(
+                pending.execution.pk,
+                pending.execution.transition_count + 1,
+                pending.entries,
+                moves,
+                actor=actor,
+                now=now,
             )
         ]
     )
