@@ -17,6 +17,7 @@ from ninja.security import APIKeyHeader
 from executions import services
 from executions.lifecycle import Actor
 from executions.models import ApiKey
+from executions.selectors.executions import execution_find
 from executions.validation import text_problem
 
 # Keys seen in the last few seconds, by a hash of the presented secret: a polling client costs
@@ -122,3 +123,11 @@ def read_authorised(
     request._ninja_csrf_exempt = True
     request.auth = key
     return True
+
+
+def authorised_execution(request: HttpRequest, execution_id: str, *, max_length: int):
+    """The execution a fast read serves, in the key's workspace; None when the full route must
+    answer (a failed check or no such execution)."""
+    if not read_authorised(request, execution_id, max_length=max_length):
+        return None
+    return execution_find(workspace=request.workspace, execution_id=execution_id)

@@ -24,9 +24,8 @@ from django.http import HttpRequest, HttpResponse
 
 from executions import serializers
 from executions.api.common import data
-from executions.auth import read_authorised
+from executions.auth import authorised_execution, read_authorised
 from executions.models import Execution
-from executions.selectors.executions import execution_find
 
 Read = Callable[..., HttpResponse | None]
 
@@ -49,16 +48,9 @@ class FastRead:
         return self.view(request, *args, **kwargs)
 
 
-def find(request: HttpRequest, execution_id: str, *, max_length: int) -> Execution | None:
-    """The execution in the key's workspace; None when the full route must answer."""
-    if not read_authorised(request, execution_id, max_length=max_length):
-        return None
-    return execution_find(workspace=request.workspace, execution_id=execution_id)
-
-
 def execution_get(request: HttpRequest, execution_id: str) -> HttpResponse | None:
     """`GET /api/v1/executions/{execution_id}` (executions/api/executions.py)."""
-    execution = find(request, execution_id, max_length=200)
+    execution = authorised_execution(request, execution_id, max_length=200)
     if execution is None:
         return None
     return data(serializers.execution_out(execution))

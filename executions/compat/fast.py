@@ -7,23 +7,16 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from executions.auth import read_authorised
+from executions.auth import authorised_execution, read_authorised
 from executions.compat import discuro, moderately
 from executions.compat.common import reply
 from executions.compat.julep_shapes import execution_out as julep_execution_out
-from executions.selectors.executions import execution_find
 from executions.validation import text_problem
-
-
-def _find(request: HttpRequest, execution_id: str, *, max_length: int):
-    if not read_authorised(request, execution_id, max_length=max_length):
-        return None
-    return execution_find(workspace=request.workspace, execution_id=execution_id)
 
 
 def julep_execution_get(request: HttpRequest, execution_id: str) -> HttpResponse | None:
     """`GET /julep/executions/{execution_id}` (julep.execution_get; `Id` is Text(64))."""
-    execution = _find(request, execution_id, max_length=64)
+    execution = authorised_execution(request, execution_id, max_length=64)
     if execution is None:
         return None
     return reply(julep_execution_out(execution))
@@ -36,7 +29,7 @@ def moderately_execution_retrieve(request: HttpRequest, execution_id: str) -> Ht
         return None
     if any(text_problem(t, max_length=200) for t in request.GET.getlist("teamIds")):
         return None
-    execution = _find(request, execution_id, max_length=64)
+    execution = authorised_execution(request, execution_id, max_length=64)
     if execution is None or not moderately.team_matches(request):
         return None
     return reply(moderately.execution_out(execution))
