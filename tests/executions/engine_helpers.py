@@ -10,6 +10,15 @@ from executions.engine import runner
 from executions.lifecycle import Status
 from executions.models import Agent, Execution
 
+# The bench's workload (bench/engine.py): three pure steps, x = n*2, y = x+1, {result: y}.
+THREE_STEPS = {
+    "main": [
+        {"evaluate": {"x": "$ inputs['n'] * 2"}},
+        {"evaluate": {"y": "$ _['x'] + 1"}},
+        {"return": {"result": "$ _['y']"}},
+    ]
+}
+
 
 def make_agent(
     workspace: Any,

@@ -14,17 +14,10 @@ from executions.engine import batch, queue, runner
 from executions.lifecycle import Status
 from executions.models import Execution, ExecutionEvent, ExecutionRollup, Transition
 
-from .engine_helpers import make_agent, start, steps
+from .engine_helpers import THREE_STEPS, make_agent, start, steps
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-THREE_STEPS = {
-    "main": [
-        {"evaluate": {"x": "$ inputs['n'] * 2"}},
-        {"evaluate": {"y": "$ _['x'] + 1"}},
-        {"return": {"result": "$ _['y']"}},
-    ]
-}
 OWNER = "batch-test"
 
 

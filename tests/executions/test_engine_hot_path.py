@@ -21,18 +21,10 @@ from executions.lifecycle import TERMINAL
 from executions.live import events
 from executions.models import Execution, ExecutionEvent
 
-from .engine_helpers import make_agent, start
+from .engine_helpers import THREE_STEPS, make_agent, start
 from .llm_servers import OpenAIServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-THREE_STEPS = {
-    "main": [
-        {"evaluate": {"x": "$ inputs['n'] * 2"}},
-        {"evaluate": {"y": "$ _['x'] + 1"}},
-        {"return": {"result": "$ _['y']"}},
-    ]
-}
 
 
 def sql_of(captured: CaptureQueriesContext, table: str, verb: str) -> list[str]:
