@@ -16,7 +16,7 @@ from executions.engine import pricing, providers
 from executions.engine import tools as tool_registry
 from executions.engine.records import StepResult
 from executions.engine.stop import Cancelled, StepFailed, StopSignal
-from executions.engine.threads import release_db_connection
+from executions.engine.threads import release_db_connection, single_writer_db
 
 
 class Effects:
@@ -161,19 +161,27 @@ class Effects:
         # event must never commit after a later id of the same run is visible: from the end of
         # the call until this transaction has committed, the run's lock keeps every other
         # thread's events out (emit() takes it too). The call itself runs unlocked.
-        with ExitStack() as held_until_committed, transaction.atomic():
-            result = tool_registry.invoke(
-                tool, tool_registry.ToolContext(execution=self.execution, path=path), arguments
-            )
-            held_until_committed.enter_context(self._lock)
-            self.emit(
-                "tool_end",
-                {"id": event_id, "name": name, "summary": tool_registry.summary(result)},
-            )
-            return self.record(
-                path,
-                "tool",
-                input={"tool": name, "arguments": arguments, "call_id": call_id},
-                output=result,
-                started_at=started_at,
-            )
+        # On SQLite, one writer: a tool that writes holds the database's write lock until this
+        # transaction commits, while another branch's emit() holds the run's lock and waits for
+        # that write lock; taking the run's lock here only after the call would deadlock the
+        # two until the busy timeout. So on SQLite the run's lock comes first and the tools of
+        # a turn run one after another (their writes would queue for the one writer anyway).
+        with ExitStack() as held_until_committed:
+            if single_writer_db():
+                held_until_committed.enter_context(self._lock)
+            with transaction.atomic():
+                result = tool_registry.invoke(
+                    tool, tool_registry.ToolContext(execution=self.execution, path=path), arguments
+                )
+                held_until_committed.enter_context(self._lock)
+                self.emit(
+                    "tool_end",
+                    {"id": event_id, "name": name, "summary": tool_registry.summary(result)},
+                )
+                return self.record(
+                    path,
+                    "tool",
+                    input={"tool": name, "arguments": arguments, "call_id": call_id},
+                    output=result,
+                    started_at=started_at,
+                )

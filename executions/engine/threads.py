@@ -44,3 +44,9 @@ def serial_db() -> bool:
     if connection.in_atomic_block:
         return True
     return connection.vendor == "sqlite" and connection.is_in_memory_db()
+
+
+def single_writer_db() -> bool:
+    """SQLite: one writer at a time for the whole database, so two locks taken in either order
+    by two threads (the database's and one of ours) can deadlock until the busy timeout."""
+    return connection.vendor == "sqlite"
