@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Router
@@ -46,7 +47,7 @@ async def execution_wait(request: HttpRequest, execution_id: Text, timeout: Seco
     openapi_extra={"responses": {200: {"content": {"text/event-stream": {}}}}},
 )
 async def execution_stream(request: HttpRequest, execution_id: Text):
-    execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
+    execution = await database_sync_to_async(selectors.execution_get, thread_sensitive=False)(
         workspace=request.workspace, execution_id=execution_id
     )
     return streams.sse_response(streams.execution_events(execution.pk))
@@ -59,7 +60,7 @@ async def execution_stream(request: HttpRequest, execution_id: Text):
     openapi_extra={"responses": {200: {"content": {"text/event-stream": {}}}}},
 )
 async def execution_status_stream(request: HttpRequest, execution_id: Text):
-    execution = await sync_to_async(selectors.execution_get, thread_sensitive=False)(
+    execution = await database_sync_to_async(selectors.execution_get, thread_sensitive=False)(
         workspace=request.workspace, execution_id=execution_id
     )
     return streams.sse_response(streams.status_events(execution.pk))

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
 from executions.lifecycle import TERMINAL, Status
@@ -62,8 +62,11 @@ def _row(execution_id: Any) -> dict[str, Any] | None:
     )
 
 
-_events_after_async = sync_to_async(_events_after, thread_sensitive=False)
-_row_async = sync_to_async(_row, thread_sensitive=False)
+# On threads of their own (a stream must not queue behind sync views), each closing its database
+# connection afterwards: a plain sync_to_async thread would keep a pooled connection checked out
+# for as long as the thread lives (it kept the test database "in use" at teardown).
+_events_after_async = database_sync_to_async(_events_after, thread_sensitive=False)
+_row_async = database_sync_to_async(_row, thread_sensitive=False)
 
 
 def _closing_frame(row: dict[str, Any]) -> bytes:
