@@ -88,7 +88,8 @@ SELECT e.id, e.workspace_id, e.id, 'main[1]', 'step', 'Refund ' || (e.input->>'a
 FROM executions_execution e WHERE e.status = 'awaiting_approval'
 """
 
-# As retention leaves them: hours for the last days, one row per day before (rollups.FOLD_AFTER).
+# As retention leaves them: hours for the last days, one row per day before (rollups.FOLD_AFTER),
+# inserted in time order as runs ending over time (and the fold) lay them out.
 ROLLUP = """
 INSERT INTO executions_executionrollup
   (workspace_id, agent_id, status, hour, shard, count, costed, cost, duration_ms)
@@ -99,4 +100,23 @@ SELECT workspace_id, agent_id, status,
   coalesce(sum(duration_ms), 0)
 FROM executions_execution WHERE status IN ('completed','failed','cancelled','rejected')
 GROUP BY 1, 2, 3, 4
+ORDER BY 4, 1, 2, 3
+"""
+
+# The duration histograms (DurationRollup) of the same runs: rollups.duration_bucket in SQL
+# (the value below 16 ms, then 8 buckets per doubling: the top four bits of the duration; the
+# bit length read from the bigint's 64-bit string), keyed by the UTC day the run was created,
+# inserted day by day (the workspaces' rows interleaved) as runs ending over time lay them out.
+DURATIONS = """
+INSERT INTO executions_durationrollup (workspace_id, day, agent_id, bucket, shard, count)
+SELECT workspace_id, (created_at AT TIME ZONE 'UTC')::date, agent_id,
+  CASE WHEN d < 16 THEN d ELSE 8 * (b - 4) + (d >> (b - 4)) END, 0, count(*)
+FROM (
+  SELECT workspace_id, agent_id, created_at, greatest(duration_ms, 0)::bigint AS d,
+         length(ltrim(greatest(duration_ms, 0)::bigint::bit(64)::text, '0')) AS b
+  FROM executions_execution
+  WHERE status IN ('completed','failed','cancelled','rejected') AND duration_ms IS NOT NULL
+) timed
+GROUP BY 1, 2, 3, 4
+ORDER BY 2, 1, 3, 4
 """

@@ -28,10 +28,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     # The cards, the hourly chart and the cost chart from one set of reads (overview_counts):
     # 24 h from now, and the chart's seven whole days from midnight six days ago.
+    week_since = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6)
     counts = selectors.overview_counts(
-        workspace=workspace,
-        day_since=now - timedelta(hours=24),
-        week_since=now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6),
+        workspace=workspace, day_since=now - timedelta(hours=24), week_since=week_since
     )
     context.update(overview_counts_context(workspace, stats=counts["stats"], day=counts["day"]))
     context.update(overview_approvals_context(workspace))
@@ -39,8 +38,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     context["nav_count"] = context["pending_approvals"]
     context["hourly"] = hourly_chart(counts["hourly"], now=now)
     context["cost_chart"] = cost_chart(counts["daily_cost"], now=now)
+    # The same seven days (whole UTC days: the duration histograms are kept per day).
     context["percentiles"] = selectors.execution_duration_percentiles(
-        workspace=workspace, since=now - timedelta(days=7)
+        workspace=workspace, since=week_since
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
     # The table shows ids, agents, statuses, times and costs: the runs' documents stay unread.
