@@ -18,6 +18,7 @@ django_app = get_asgi_application()
 from executions import routing  # noqa: E402
 from executions.api import fastpath  # noqa: E402
 from executions.api.handler import ApiHandler  # noqa: E402
+from executions.api.loopcreate import NATIVE_CREATES  # noqa: E402
 from executions.api.loopread import LoopRead  # noqa: E402
 from executions.compat import fast as compat_fast  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
@@ -38,6 +39,12 @@ LOOP_READS = {
     "moderately:execution_retrieve": LoopRead(
         compat_fast.moderately_check, compat_fast.moderately_render
     ),
+    "discuro-retrieve": LoopRead(
+        compat_fast.discuro_check,
+        compat_fast.discuro_render,
+        locate=compat_fast.discuro_id,
+        method="POST",
+    ),
 }
 
 application = EmbeddedWorkerLifespan(
@@ -45,7 +52,13 @@ application = EmbeddedWorkerLifespan(
         {
             # API calls skip the dashboard's middleware and Django's per-request thread.
             "http": DepartedClientGuard(
-                ApiHandler(fallback=django_app, fast_reads=FAST_READS, loop_reads=LOOP_READS)
+                ApiHandler(
+                    fallback=django_app,
+                    fast_reads=FAST_READS,
+                    loop_reads=LOOP_READS,
+                    # The creates' plain successful case on the loop too (api/loopcreate.py).
+                    loop_creates=NATIVE_CREATES,
+                )
             ),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))

@@ -432,27 +432,40 @@ def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = No
     statement on PostgreSQL, bulk.insert_pair) instead of an INSERT, a savepoint, a
     compare-and-set UPDATE and an INSERT. Nobody can see the row
     before it commits, so there is no race to guard against (docs/performance.md, "API")."""
-    now = timezone.now()
-    execution.transition_count = 1
-    execution.updated_at = now
+    step = start_entry(execution, actor=actor, input=input)
     with transaction.atomic(savepoint=False):
-        step = Transition(
-            execution_id=execution.pk,
-            seq=1,
-            type="init",
-            from_status=execution.status,
-            to_status=execution.status,
-            actor_type=actor.type,
-            actor_user_id=actor.user_id,
-            actor_key_id=actor.key_id,
-            actor_label=actor.label,
-            created_at=now,
-            **_clean_details({"input": input}),
-        )
         # One statement on PostgreSQL (one round trip fewer per start).
         bulk.insert_pair(execution, step)
         _schedule_event(execution, step)
     return step
+
+
+def start_entry(execution: Execution, *, actor: Actor = SYSTEM, input: Any = None) -> Transition:
+    """A new execution's `init` entry (seq 1), unsaved, and the row's own fields for it: what
+    record_start writes, also for a start written by one statement on the event loop
+    (services.execution_start_on), which then calls start_committed."""
+    now = timezone.now()
+    execution.transition_count = 1
+    execution.updated_at = now
+    return Transition(
+        execution_id=execution.pk,
+        seq=1,
+        type="init",
+        from_status=execution.status,
+        to_status=execution.status,
+        actor_type=actor.type,
+        actor_user_id=actor.user_id,
+        actor_key_id=actor.key_id,
+        actor_label=actor.label,
+        created_at=now,
+        **_clean_details({"input": input}),
+    )
+
+
+def start_committed(execution: Execution, step: Transition) -> None:
+    """What record_start schedules on commit (the live event and the listeners), for a start
+    its caller committed itself."""
+    events.transition_committed(execution=execution, transition=step)
 
 
 def transition_rows(

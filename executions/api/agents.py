@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
 
 from executions import selectors, serializers, services
+from executions.api import loopcreate
 from executions.api import schemas as s
 from executions.api.common import (
     ADMIN,
@@ -180,7 +181,7 @@ def start(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):
         if body.version_id
         else None
     )
-    return services.execution_start(
+    started = services.execution_start(
         workspace=request.workspace,
         agent=agent,
         input=body.input,
@@ -190,3 +191,6 @@ def start(request: HttpRequest, agent_ref: str, body: s.ExecuteIn):
         idempotency_key=key,
         actor=request.actor,
     )
+    # The agent, its current version loaded by the start, for the creates on the event loop.
+    loopcreate.remember(request.workspace, agent_ref, agent)
+    return started

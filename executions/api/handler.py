@@ -49,6 +49,7 @@ from django.test.utils import override_settings
 from django.urls import Resolver404, ResolverMatch, get_resolver, set_script_prefix
 
 from executions.api.fastpath import FastRead, Read
+from executions.api.loopcreate import LoopCreate, LoopCreates
 from executions.api.loopread import LoopRead, LoopReads, find_limiter
 from executions.middleware import too_large
 
@@ -73,6 +74,8 @@ DASHBOARD_ONLY = frozenset(
 MATCH = "steward.resolver_match"
 # Paths of fast routes without parameters remembered as resolved (a handful in practice).
 PATHS_MAX = 64
+# The path parameters a learned shape may stand for (`_learn_shape`).
+SHAPED = ("execution_id", "agent_id")
 UUID_SHAPE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -141,11 +144,14 @@ class ApiHandler(ASGIHandler):
         fallback,
         fast_reads: dict[str, Read] | None = None,
         loop_reads: dict[str, LoopRead] | None = None,
+        loop_creates: dict[str, LoopCreate] | None = None,
     ) -> None:
         self.fallback = fallback
         # URL name -> a fast read for that route's view (fastpath.py); config/asgi.py gives
         # the native API's and the faces' (this package may not import the faces).
         self.fast_reads = dict(fast_reads or {})
+        # URL names of the routes whose URL is remembered once resolved (see `_match`).
+        self.remembered = set(self.fast_reads) | set(loop_creates or {})
         self.async_api = AsyncApiHandler()
         self.lanes_max = max(1, int(getattr(settings, "API_THREADS", 16)))
         self._idle: deque[ThreadPoolExecutor] = deque()
@@ -161,6 +167,10 @@ class ApiHandler(ASGIHandler):
         if loop_reads and size > 0 and connections[DEFAULT_DB_ALIAS].vendor == "postgresql":
             limiter = find_limiter(self._middleware_chain)
             self.loop = LoopReads(self, loop_reads, api_middleware(), limiter, size)
+        # The plain successful creates on the loop too (loopcreate.py), sharing its connections.
+        self.creates: LoopCreates | None = None
+        if self.loop is not None and loop_creates:
+            self.creates = LoopCreates(self, loop_creates, self.loop)
 
     async def aclose(self) -> None:
         """Close this loop's idle async connections (the tests run a loop per call)."""
@@ -184,6 +194,9 @@ class ApiHandler(ASGIHandler):
             return
         loop = self.loop if isinstance(match.func, FastRead) and not body else None
         if loop is not None and await loop.serve(scope, send, match):
+            return
+        creates = self.creates if body and self.creates is not None else None
+        if creates is not None and await creates.serve(scope, send, match, body):
             return
         if iscoroutinefunction(match.func):
             replayed = False
@@ -252,44 +265,51 @@ class ApiHandler(ASGIHandler):
             return None  # Django's handler answers 413 without reading it
         template = self._paths.get(path)
         if template is not None:
-            match = _clone(template)
-            match.func = FastRead(template.func, self.fast_reads[template.view_name])
-            return match
+            return self._fast(template)
         for shape, template in self._shapes:
             found = shape.match(path)
             if found is not None:
-                match = _clone(template)
-                match.kwargs = match.captured_kwargs = found.groupdict()
-                match.func = FastRead(template.func, self.fast_reads[template.view_name])
-                return match
+                return self._fast(template, found.groupdict())
         try:
             match = get_resolver().resolve(path)
         except Resolver404:
             return None
-        read = self.fast_reads.get(match.view_name)
-        if read is not None:
+        if match.view_name in self.remembered:
             if match.kwargs:
                 self._learn_shape(path, match)
             elif len(self._paths) < PATHS_MAX:
-                self._paths[path] = match  # a route without parameters (Discuro's retrieve)
-            match = _clone(match)
-            match.func = FastRead(match.func, read)
+                # A route without parameters (Discuro's retrieve, `POST /executions`).
+                self._paths[path] = match
+            return self._fast(match)
+        return match
+
+    def _fast(self, template: ResolverMatch, kwargs: dict | None = None) -> ResolverMatch:
+        """A remembered route's match for this request: a fast read's view wrapped in
+        FastRead; a create's as it is (loopcreate.py serves it before the view)."""
+        match = _clone(template)
+        if kwargs is not None:
+            match.kwargs = match.captured_kwargs = kwargs
+        read = self.fast_reads.get(match.view_name)
+        if read is not None:
+            match.func = FastRead(template.func, read)
         return match
 
     def _learn_shape(self, path: str, match) -> None:
         """Resolving a path walks the whole URLconf (a tenth of a read's Python). A fast route
-        resolved once for an execution id shaped like a UUID is then matched by one regex for
-        any UUID at that place: no literal route there is UUID-shaped (the inbox's
+        resolved once for an execution (or agent) id shaped like a UUID is then matched by one
+        regex for any UUID at that place: no literal route there is UUID-shaped (the inbox's
         `approval-inbox`, say), so Django's resolver could pick no other pattern for it."""
         if any(template.view_name == match.view_name for _, template in self._shapes):
             return
-        value = match.kwargs.get("execution_id")
-        head, marker, tail = match.route.partition("<execution_id>")
-        if list(match.kwargs) != ["execution_id"] or not marker or "<" in head + tail:
+        if len(match.kwargs) != 1 or next(iter(match.kwargs)) not in SHAPED:
+            return
+        [(name, value)] = match.kwargs.items()
+        head, marker, tail = match.route.partition(f"<{name}>")
+        if not marker or "<" in head + tail:
             return
         if not UUID_SHAPE.fullmatch(value) or path != f"/{head}{value}{tail}":
             return
-        pattern = f"^/{re.escape(head)}(?P<execution_id>{UUID_SHAPE.pattern}){re.escape(tail)}$"
+        pattern = f"^/{re.escape(head)}(?P<{name}>{UUID_SHAPE.pattern}){re.escape(tail)}$"
         self._shapes.append((re.compile(pattern), match))
 
     def _lease(self) -> ThreadPoolExecutor | None:

@@ -46,13 +46,20 @@ from executions.selectors.executions import _LEAN_SQL, _lean_build, _lean_params
 RESPONSE = "steward_loop_response"
 
 
+def path_id(request: HttpRequest, kwargs: dict) -> str | None:
+    return kwargs.get("execution_id")
+
+
 @dataclass(frozen=True)
 class LoopRead:
     """A fast route's read on the loop: `check` authenticates from the cache and validates the
-    id (no query; False hands the request on), `render` shapes the execution (None hands on)."""
+    id (no query; False hands the request on), `render` shapes the execution (None hands on).
+    `locate` finds the id (the path's, or Discuro's `?id=`), `method` is the route's."""
 
     check: Callable[[HttpRequest, str], bool]
     render: Callable[[HttpRequest, Execution], HttpResponse | None]
+    locate: Callable[[HttpRequest, dict], str | None] = path_id
+    method: str = "GET"
 
 
 class HeadersChain(BaseHandler):
@@ -186,16 +193,18 @@ class LoopReads:
     async def serve(self, scope, send, match) -> bool:
         """Answer the read on the loop and return True, or return False having sent nothing."""
         read = self.reads.get(match.view_name)
-        if read is None or scope["method"] != "GET":
+        if read is None or scope["method"] != read.method:
             return False
         handler, token, who = self.handler, None, None
         try:
-            execution_id = match.kwargs["execution_id"]
-            pk = uuid.UUID(execution_id)
             request, _ = handler.create_request(scope, io.BytesIO(b""))
             if request is None:
                 return False
             request.resolver_match = match
+            execution_id = read.locate(request, match.kwargs)
+            if execution_id is None:
+                return False
+            pk = uuid.UUID(execution_id)
             if not read.check(request, execution_id):
                 return False
             if self.limiter is not None:

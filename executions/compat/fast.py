@@ -5,12 +5,13 @@ retrieve as it is."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from executions.auth import authorised_execution, read_authorised
+from executions.auth import CachedKeyAuth, authorised_execution, read_authorised
 from executions.compat import discuro, moderately
 from executions.compat.common import reply
 from executions.compat.julep_shapes import execution_out as julep_execution_out
+from executions.lifecycle import TERMINAL, Status
 from executions.validation import text_problem
 
 
@@ -64,3 +65,23 @@ def moderately_render(request: HttpRequest, execution) -> HttpResponse | None:
     if not moderately.team_matches(request):
         return None
     return reply(moderately.execution_out(execution))
+
+
+# Discuro's retrieve (a POST without a body, its id in the query) on the loop: the cached key,
+# then the shape of a run that needs no more than its row; a failed run's per-step `results`
+# read its entries, so it goes to the thread path (discuro.retrieve), as does every error.
+_cached_auth = CachedKeyAuth()
+
+
+def discuro_id(request: HttpRequest, kwargs: dict) -> str | None:
+    return request.GET.get("id") or request.GET.get("ID") or None
+
+
+def discuro_check(request: HttpRequest, execution_id: str) -> bool:
+    return bool(_cached_auth(request))
+
+
+def discuro_render(request: HttpRequest, execution) -> HttpResponse | None:
+    if execution.status in TERMINAL and execution.status != Status.COMPLETED:
+        return None
+    return JsonResponse(discuro.execution_out(execution))
