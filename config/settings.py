@@ -259,6 +259,9 @@ API_THREADS = env_int("API_THREADS", 64)
 # Async connections per web process for the polled reads answered on the event loop, on
 # PostgreSQL (executions/api/loopread.py); 0 turns that path off (the lanes serve them).
 API_LOOP_CONNECTIONS = env_int("API_LOOP_CONNECTIONS", 8)
+# The plain successful creates answered on the event loop too (executions/api/loopcreate.py),
+# on those connections; false sends every create to a lane and ninja.
+API_LOOP_CREATES = env_bool("API_LOOP_CREATES", True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 AUTHENTICATION_BACKENDS = [

@@ -169,7 +169,7 @@ class ApiHandler(ASGIHandler):
             self.loop = LoopReads(self, loop_reads, api_middleware(), limiter, size)
         # The plain successful creates on the loop too (loopcreate.py), sharing its connections.
         self.creates: LoopCreates | None = None
-        if self.loop is not None and loop_creates:
+        if self.loop is not None and loop_creates and settings.API_LOOP_CREATES:
             self.creates = LoopCreates(self, loop_creates, self.loop)
 
     async def aclose(self) -> None:
