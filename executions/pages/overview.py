@@ -43,7 +43,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         workspace=workspace, since=week_since
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
-    # The table shows ids, agents, statuses, times and costs: the runs' documents stay unread.
+    # The table shows ids, agents, statuses, times and costs: the runs' documents stay unread,
+    # and so do their versions (the list's filter joins them, configs and all).
+    recent = recent.select_related(None).select_related("agent")
     recent = recent.defer("input", "output", "error", "state", "metadata")
     context["recent"] = attach_times(list(recent.order_by("-id")[:8]))
     # Read only by the empty state (no runs yet): the template calls it, so a page with runs
