@@ -7,9 +7,11 @@ is still written only by the lifecycle, here for a batch with one compare-and-se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from executions import bulk, rollups
@@ -29,7 +31,12 @@ from executions.live import events
 from executions.models import Execution, Transition
 
 
-def append_batch(batch: list[Pending], *, actor: Actor = SYSTEM) -> list[Pending]:
+def append_batch(
+    batch: list[Pending],
+    *,
+    actor: Actor = SYSTEM,
+    more: Callable[[list[Pending]], list[Model]] | None = None,
+) -> list[Pending]:
     """Group commit: `append_many` for many executions at once, in the caller's transaction,
     with one compare-and-set UPDATE for all of them (bulk.update_many, RETURNING the ids that
     matched), one INSERT of the winners' entries, and their rollups together. Returns the
@@ -40,7 +47,10 @@ def append_batch(batch: list[Pending], *, actor: Actor = SYSTEM) -> list[Pending
 
     The rows must be as the caller last saw them (the engine's claim): each one's moves are
     checked against the table from that status, and its compare-and-set is on that status,
-    that history length and the guard."""
+    that history length and the guard.
+
+    `more(won)`, if given, returns new rows (the winners' events) to insert in the same
+    statement as their entries (bulk.insert_groups: one round trip for both)."""
     if any(set(pending.guard) != {"lease_owner"} for pending in batch):
         raise ValueError("append_batch writes leased runs: each guard is {'lease_owner': …}")
     now = timezone.now()
@@ -100,20 +110,19 @@ def append_batch(batch: list[Pending], *, actor: Actor = SYSTEM) -> list[Pending
             )
         )
     done = [plan for plan in plans if plan[0].execution.pk in won]
-    steps = Transition.objects.bulk_create(
-        [
-            row
-            for pending, _, moves, _ in done
-            for row in transition_rows(
-                pending.execution.pk,
-                pending.execution.transition_count + 1,
-                pending.entries,
-                moves,
-                actor=actor,
-                now=now,
-            )
-        ]
-    )
+    steps = [
+        row
+        for pending, _, moves, _ in done
+        for row in transition_rows(
+            pending.execution.pk,
+            pending.execution.transition_count + 1,
+            pending.entries,
+            moves,
+            actor=actor,
+            now=now,
+        )
+    ]
+    bulk.insert_groups([steps, more([plan[0] for plan in done]) if more else []])
     published: list[tuple[Execution, list[Transition]]] = []
     ended: list[tuple[Execution, str, Any, dict[str, Any]]] = []
     at = 0

@@ -11,10 +11,11 @@ side effect ever runs here, and the durability rule is the one of a single run: 
 effect is recorded before anything depends on it; a batch only ever writes runs' ends.
 
 The write (lifecycle_batch.append_batch): one compare-and-set UPDATE for every run (RETURNING the
-ids that matched), one INSERT of the winners' transitions, their rollups, one INSERT of their
-events, one COMMIT. A run whose compare-and-set lost (cancelled meanwhile, its lease taken, a
-comment landed) wrote nothing; it goes to a thread too, whose write re-reads the row and
-either retries (a comment) or stops (cancelled, lease lost) as a single run does.
+ids that matched), one INSERT of the winners' transitions and events (one statement on
+PostgreSQL), their rollups, one COMMIT. A run whose compare-and-set lost (cancelled
+meanwhile, its lease taken, a comment landed) wrote nothing; it goes to a thread too, whose
+write re-reads the row and either retries (a comment) or stops (cancelled, lease lost) as a
+single run does.
 """
 
 from __future__ import annotations
@@ -79,28 +80,32 @@ def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
     # As claimed: the rows a thread runs from if the batch cannot be written (the write keeps
     # the winners' objects in step with their rows, as append_many does).
     claimed = {ctx.execution.pk: copy.copy(ctx.execution) for ctx in ready}
+    stored: list[ExecutionEvent] = []
+
+    def events_of(won: list[Any]) -> list[ExecutionEvent]:
+        """The winners' own events (their start, their end) and what their end does (waking a
+        parent), inserted with their entries in one statement (append_batch's `more`)."""
+        won_ids = {pending.execution.pk for pending in won}
+        for ctx in ready:
+            if ctx.execution.pk not in won_ids:
+                continue
+            pending = ctx.collected
+            ctx._event_batch = []
+            try:
+                for type, data in pending.events:
+                    ctx.emit(type, data)
+                if pending.then is not None:
+                    pending.then()
+                stored.extend(ctx._event_batch)
+            finally:
+                ctx._event_batch = None
+        return stored
+
     try:
         with transaction.atomic():
-            won = lifecycle_batch.append_batch(batch)  # type: ignore[arg-type]
+            won = lifecycle_batch.append_batch(batch, more=events_of)  # type: ignore[arg-type]
             won_ids = {pending.execution.pk for pending in won}
-            stored: list[ExecutionEvent] = []
-            for ctx in ready:
-                if ctx.execution.pk not in won_ids:
-                    continue
-                pending = ctx.collected
-                # The run's own events (its start, its end) and what its end does (waking a
-                # parent), gathered as one INSERT for the whole batch.
-                ctx._event_batch = []
-                try:
-                    for type, data in pending.events:
-                        ctx.emit(type, data)
-                    if pending.then is not None:
-                        pending.then()
-                    stored.extend(ctx._event_batch)
-                finally:
-                    ctx._event_batch = None
             if stored:
-                stored = ExecutionEvent.objects.bulk_create(stored)
                 transaction.on_commit(lambda: events.stream_events(stored))
     except DatabaseError:
         # Nothing of the batch was written (a deadlock, the database away): each run goes to

@@ -77,15 +77,33 @@ def take_hint(event: threading.Event) -> float | None:
 def notify(at: datetime | None = None) -> None:
     """Wake the workers: work is due now, or (with `at`) will be at that time.
 
-    The in-process subscribers are woken here; the Redis PUBLISH is handed to one sender
-    thread per process, so the caller (a start's after-commit hook) does not wait for Redis,
-    and many wake-ups requested while a PUBLISH is in flight are served by ONE more PUBLISH
-    sent after it: every request made before a PUBLISH is sent (so after its commit) is
-    covered by that PUBLISH; none is dropped."""
-    global _want_now, _want_at
+    The in-process subscribers are woken here. A due-now wake-up with no PUBLISH in flight is
+    published at once from the caller's thread: one round trip to Redis, where the hand-over
+    to the sender thread cost an idle start more (a thread wake-up and a GIL hand-over before
+    the PUBLISH even left). Otherwise the request goes to one sender thread per process, so
+    the caller (a start's after-commit hook) does not wait behind another PUBLISH, and many
+    wake-ups requested while a PUBLISH is in flight are served by ONE more PUBLISH sent after
+    it: every request made before a PUBLISH is sent (so after its commit) is covered by that
+    PUBLISH; none is dropped."""
+    global _want_now, _want_at, _inline
     epoch = at.timestamp() if at is not None else None
     _wake_local(epoch)
     if not settings.REDIS_URL:
+        return
+    with _send_cond:
+        inline = epoch is None and not (_sending or _inline or _want_now)
+        # After a failed PUBLISH, callers stop waiting on Redis for a while: the sender
+        # thread bears a Redis that hangs, not the requests that start executions.
+        inline = inline and time.monotonic() - _failed_at > INLINE_PAUSE_SECONDS
+        if inline:
+            _inline += 1
+    if inline:
+        try:
+            _publish(True, None)
+        finally:
+            with _send_cond:
+                _inline -= 1
+                _send_cond.notify_all()  # flush()
         return
     with _send_cond:
         if epoch is None:
@@ -101,6 +119,9 @@ _send_cond = threading.Condition()
 _want_now = False
 _want_at: float | None = None
 _sending = False
+_inline = 0  # PUBLISHes in flight on callers' threads (notify)
+_failed_at = -1e9  # when (time.monotonic()) a PUBLISH last failed
+INLINE_PAUSE_SECONDS = 5.0
 _sender: threading.Thread | None = None
 
 
@@ -118,7 +139,8 @@ def flush(timeout: float = 1.0) -> None:
     execution and exits must not leave its wake-up in the daemon thread."""
     with _send_cond:
         _send_cond.wait_for(
-            lambda: not (_want_now or _want_at is not None or _sending), timeout=timeout
+            lambda: not (_want_now or _want_at is not None or _sending or _inline),
+            timeout=timeout,
         )
 
 
@@ -132,16 +154,22 @@ def _send_loop() -> None:
                 _send_cond.wait()
             now, at = _want_now, _want_at
             _want_now, _want_at, _sending = False, None, True
-        client = _client()
-        if client is None:
-            continue
-        try:
-            if now:
-                client.publish(CHANNEL, b"1")
-            if at is not None:
-                client.publish(CHANNEL, repr(at).encode())
-        except Exception:  # noqa: BLE001 - the poll interval is the fallback
-            logger.warning("could not publish worker wake-up", exc_info=True)
+        _publish(now, at)
+
+
+def _publish(now: bool, at: float | None) -> None:
+    global _failed_at
+    client = _client()
+    if client is None:
+        return
+    try:
+        if now:
+            client.publish(CHANNEL, b"1")
+        if at is not None:
+            client.publish(CHANNEL, repr(at).encode())
+    except Exception:  # noqa: BLE001 - the poll interval is the fallback
+        _failed_at = time.monotonic()
+        logger.warning("could not publish worker wake-up", exc_info=True)
 
 
 def _due_of(data: object) -> float | None:

@@ -54,10 +54,32 @@ def send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
     if layer is None:
         return
     if getattr(layer, "publish_off_thread", False) or _needs_own_loop():
-        _publisher().submit_many(layer, items)
+        if not _publish_here(layer, items):
+            _publisher().submit_many(layer, items)
         return
     for group, message in items:
         send(group, message)
+
+
+def _publish_here(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Send from this thread (a synchronous pipeline) instead of handing over to the publisher
+    thread, when the layer can (live.layer.PubSubLayer.publish_now) and the publisher has
+    nothing queued: then no earlier message of a group is still waiting there to be
+    overtaken. An idle worker's batch end reaches its client without the thread hop (idle
+    latency, docs/performance.md "Engine"); a busy one's queue keeps every group in order.
+    While the layer is down, the publisher thread bears the failures, not the caller."""
+    publish_now = getattr(layer, "publish_now", None)
+    instance = _publisher_instance
+    if publish_now is None or layer_health.down or (instance is not None and instance.pending):
+        return False
+    try:
+        if not publish_now(items):
+            return False
+    except Exception as exc:  # noqa: BLE001 - best effort, like send()
+        layer_health.failed(exc)
+    else:
+        layer_health.worked()
+    return True
 
 
 def send(group: str, message: dict[str, Any]) -> None:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
+import redis
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,6 +33,9 @@ logger = logging.getLogger("steward.events")
 
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 RETRY_SECONDS = 0.5
+# The longest a sync publish (publish_now) may block its caller on a silent Redis.
+SYNC_TIMEOUT_SECONDS = 2.0
+_sync_lock = threading.Lock()
 RESYNC = {"type": "live.resync"}
 ARRIVED = "_arrived"  # a key the fan-out adds to a message (never sent over Redis)
 
@@ -159,6 +164,9 @@ class PubSubLayer(RedisPubSubChannelLayer):
     # behind the loop's fan-out of the very messages it just published (a layer per loop, so
     # the thread's loop has its own connection).
     publish_off_thread = True
+    # publish_now's clients, one per shard, made on first use ([]: a host it cannot serve).
+    # A class attribute: an unknown one goes to the loop's layer (__getattr__).
+    _sync: list[redis.Redis] | None = None
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
@@ -169,3 +177,45 @@ class PubSubLayer(RedisPubSubChannelLayer):
             self._layers[loop] = layer
             _wrap_close(self, loop)
             return layer
+
+    def publish_now(self, items: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Publish group messages from this synchronous thread, one pipeline per shard: what
+        `group_send` publishes (the group's channel, the serialized message), without the hop
+        to an event loop. The engine's claiming thread sends a batch's ends this way when the
+        publisher thread has nothing queued (live.events.send_many): at idle, the hand-over to
+        that thread and its loop cost the client a few ms of its latency. False (nothing sent)
+        when a host is not a plain address (e.g. Sentinel): the caller uses the loop."""
+        clients = self._sync_clients()
+        if clients is None:
+            return False
+        prefix = self._kwargs.get("prefix", "asgi")
+        pipes: dict[int, Any] = {}
+        for group, message in items:
+            channel = f"{prefix}__group__{group}"
+            shard = _consistent_hash(channel, len(clients))
+            if shard not in pipes:
+                pipes[shard] = clients[shard].pipeline(transaction=False)
+            pipes[shard].publish(channel, self.serialize(message))
+        for pipe in pipes.values():
+            pipe.execute()
+        return True
+
+    def _sync_clients(self) -> list[redis.Redis] | None:
+        if self._sync is None:
+            with _sync_lock:
+                if self._sync is None:
+                    self._sync = self._make_sync_clients()
+        return self._sync or None
+
+    def _make_sync_clients(self) -> list[redis.Redis]:
+        clients = []
+        for host in decode_hosts(self._kwargs.get("hosts")):
+            if set(host) - {"address", "socket_timeout", "socket_connect_timeout",
+                            "health_check_interval"} or "address" not in host:  # fmt: skip
+                return []
+            timeouts = {
+                name: min(float(host.get(name) or SYNC_TIMEOUT_SECONDS), SYNC_TIMEOUT_SECONDS)
+                for name in ("socket_timeout", "socket_connect_timeout")
+            }
+            clients.append(redis.Redis.from_url(host["address"], **timeouts))
+        return clients

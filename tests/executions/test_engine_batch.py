@@ -7,9 +7,10 @@ does anything and finishes on a thread."""
 from __future__ import annotations
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 
-from executions import lifecycle
+from executions import bulk, lifecycle, rollups
 from executions.engine import batch, queue, runner
 from executions.lifecycle import Status
 from executions.models import Execution, ExecutionEvent, ExecutionRollup, Transition
@@ -54,6 +55,35 @@ def test_a_batch_writes_every_pure_run_in_one_go(workspace):
     assert counted == 5
 
 
+def test_an_idle_batch_inserts_its_entries_and_events_in_one_statement(workspace):
+    """One run claimed alone (an idle worker): its transitions and events go in ONE INSERT
+    statement on PostgreSQL (bulk.insert_groups), and each object gets its own row's id."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 3})
+    written: list = []
+    real = bulk.insert_groups
+
+    def spy(groups):
+        written.extend(obj for objs in groups for obj in objs)
+        return real(groups)
+
+    with CaptureQueriesContext(connection) as captured, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bulk, "insert_groups", spy)
+        assert batch.run_batch(claim_all(1), owner=OWNER) == []
+    assert_written_once(execution, 3)
+    inserts = [q["sql"] for q in captured.captured_queries if "INSERT" in q["sql"]]
+    touching = [sql for sql in inserts if "executions_transition" in sql]
+    if connection.vendor == "postgresql":
+        assert len(touching) == 1 and "executions_executionevent" in touching[0]
+    rows = {(type(obj), obj.pk) for obj in written}
+    assert len(rows) == len(written) == execution.transition_count - 1 + 2  # all but init
+    for obj in written:
+        stored = type(obj).objects.get(pk=obj.pk)
+        assert stored.execution_id == execution.pk
+        assert getattr(stored, "seq", None) == getattr(obj, "seq", None)
+        assert stored.type == obj.type
+
+
 def test_a_run_cancelled_before_the_batch_write_is_not_written_and_the_others_are(workspace):
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
     runs = [start(agent, {"n": n}) for n in range(4)]
@@ -90,8 +120,9 @@ def test_a_batch_that_cannot_be_written_leaves_nothing_and_each_run_ends_once(
     workspace, monkeypatch
 ):
     """What a kill -9 in the middle of the batch's commit leaves: the transaction either
-    committed whole or not at all. Here it fails after its UPDATE and INSERTs (the events'
-    INSERT raises): nothing of it stays, and the runs, run again, end exactly once."""
+    committed whole or not at all. Here it fails after its UPDATE, its INSERT of entries and
+    events and its rollups' UPDATE (the durations' upsert raises): nothing of it stays, and
+    the runs, run again, end exactly once."""
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
     runs = [start(agent, {"n": n}) for n in range(3)]
     claimed = claim_all(3)
@@ -100,8 +131,8 @@ def test_a_batch_that_cannot_be_written_leaves_nothing_and_each_run_ends_once(
         raise DatabaseError("the connection went away mid-commit")
 
     with monkeypatch.context() as patch:
-        # The events' INSERT, the last statement before the COMMIT.
-        patch.setattr(ExecutionEvent.objects, "bulk_create", broken)
+        # The durations' upsert, the last statement before the COMMIT.
+        patch.setattr(rollups, "durations_add", broken)
         leftover = batch.run_batch(claimed, owner=OWNER)
     assert sorted(e.pk for e, _ in leftover) == sorted(e.pk for e in runs)
     for execution in runs:

@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from channels.layers import get_channel_layer
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -158,3 +159,42 @@ def test_a_batch_publishes_its_moves_and_last_entry_and_every_listener_hears_all
     own = [seq for group, seq in sent if group == events.execution_group(execution.pk)]
     assert 3 not in own and 4 not in own and 5 not in own
     assert 2 in own and 6 in own
+
+
+def test_a_batch_end_is_published_from_its_thread_unless_the_publisher_has_a_queue(
+    settings, monkeypatch
+):
+    """An idle worker's batch end goes out from the claiming thread (one pipeline, no hop to
+    the publisher thread); while the publisher has messages queued it goes behind them, so a
+    group's messages never overtake each other."""
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/6"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "executions.live.layer.PubSubLayer",
+            "CONFIG": {"hosts": [url], "prefix": "direct-test"},
+        }
+    }
+    layer = get_channel_layer()
+    subscriber = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe("direct-test__group__g1")
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+    handed: list = []
+    monkeypatch.setattr(
+        events._Publisher, "submit_many", lambda self, lyr, items: handed.append(items)
+    )
+
+    events.send_many([("g1", {"type": "x.y", "n": 1}), ("g1", {"type": "x.y", "n": 2})])
+    got = [subscriber.get_message(timeout=2) for _ in range(2)]
+    assert [layer.deserialize(m["data"])["n"] for m in got] == [1, 2]
+    assert handed == []
+
+    monkeypatch.setattr(events._publisher(), "pending", 1)  # something queued ahead
+    events.send_many([("g1", {"type": "x.y", "n": 3})])
+    assert handed == [[("g1", {"type": "x.y", "n": 3})]]
+    assert subscriber.get_message(timeout=0.2) is None
+    subscriber.close()
