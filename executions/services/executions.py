@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from executions import lifecycle, tasks
@@ -228,6 +228,8 @@ def _started(execution: Execution, step: Any, wake: bool) -> None:
             tasks.enqueue_run(execution.pk)
     except Exception:  # best effort, as on commit: the run is in the database
         logger.exception("after starting execution %s", execution.pk)
+    finally:
+        close_old_connections()  # a listener's query: the connection back, as after a request
 
 
 class StartUnknown(Exception):

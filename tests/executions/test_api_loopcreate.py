@@ -10,14 +10,15 @@ import asyncio
 import json
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from config.asgi import FAST_READS, LOOP_READS, django_app
-from executions import services
+from executions import lifecycle, services
 from executions.api.handler import ApiHandler
 from executions.api.loopcreate import NATIVE_CREATES
 from executions.live import events
 from executions.models import Execution, Transition
+from tests.executions.test_api_fastpath import call
 
 VOLATILE = {"id", "execution_id", "trace_id", "created_at", "updated_at"}
 
@@ -245,3 +246,28 @@ def test_the_start_is_published_after_it_commits(pg, owner, external):
     finally:
         events._listeners.remove(listener)
     assert heard == [(json.loads(reply[2])["data"]["id"], "init", 1, True)]
+
+
+def test_discuro_retrieve_on_the_loop_answers_as_the_plain_view(pg, owner, external):
+    """Discuro's retrieve (a POST, its id in the query) on the event-loop read path: a
+    started and a passed run there, a failed one (whose `results` read its entries) and every
+    error on the thread path, each byte for byte what the plain view answers."""
+    runs = [services.execution_start(workspace=owner.workspace, agent=external)[0] for _ in "abc"]
+    with transaction.atomic():
+        lifecycle.transition(runs[1], "running", type="started")
+        lifecycle.transition(runs[1], "completed", type="completed", fields={"output": {"x": 1}})
+        lifecycle.transition(runs[2], "cancelled", type="cancelled", message="stop")
+    fast, slow = handlers()
+    path, bearer = "/discuro/v1/executions/retrieve", [("authorization", f"Bearer {owner.key}")]
+    call(fast, "POST", path, query=f"id={runs[0].pk}", headers=bearer)  # the key, cached
+    for i, run in enumerate(runs):
+        before = fast.loop.served["discuro-retrieve"]
+        one = call(fast, "POST", path, query=f"id={run.pk}", headers=bearer)
+        assert one == call(slow, "POST", path, query=f"id={run.pk}", headers=bearer)
+        assert one[0] == 200
+        assert fast.loop.served["discuro-retrieve"] == before + (i < 2)
+    for query, headers in (("id=nope", bearer), (f"ID={runs[0].pk}", bearer), ("", bearer)):
+        assert call(fast, "POST", path, query=query, headers=headers) == call(
+            slow, "POST", path, query=query, headers=headers
+        )
+    assert call(fast, "POST", path, query=f"id={runs[0].pk}")[0] == 401
