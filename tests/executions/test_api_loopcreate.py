@@ -13,7 +13,7 @@ import pytest
 from django.db import connection, transaction
 
 from config.asgi import FAST_READS, LOOP_READS, django_app
-from executions import lifecycle, services
+from executions import lifecycle, services, tasks
 from executions.api.handler import ApiHandler
 from executions.api.loopcreate import NATIVE_CREATES
 from executions.live import events
@@ -115,7 +115,11 @@ def key_of(member) -> list:
     return [("x-api-key", member.key)]
 
 
-def test_a_create_on_the_loop_answers_and_writes_as_the_full_path(pg, owner, external, agent):
+def test_a_create_on_the_loop_answers_and_writes_as_the_full_path(
+    pg, owner, external, agent, monkeypatch
+):
+    woken = []
+    monkeypatch.setattr(tasks, "enqueue_run", woken.append)  # the wake-up after commit
     fast, slow = handlers()
     for target, body in (
         (external, {"input": {"n": 1}, "metadata": {"m": 1}}),
@@ -134,6 +138,8 @@ def test_a_create_on_the_loop_answers_and_writes_as_the_full_path(pg, owner, ext
         full_id = json.loads(full[2])["data"]["id"]
         assert row(loop_id) == row(full_id)
         assert row(loop_id)["runnable"] == (target is agent)
+        # Workers are woken for a run they claim (not for an external agent's), on commit.
+        assert (str(loop_id) in map(str, woken)) == (target is agent)
 
 
 def test_post_executions_by_id_and_by_name_on_the_loop(pg, owner, external):
