@@ -14,7 +14,6 @@ bucket) — a histogram the overview reads its per-agent percentiles from (`hist
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -243,14 +242,25 @@ def histogram_percentile(buckets: list[tuple[int, int]], total: int, q: float) -
     bucket: the bucket holding the value of rank ceil(q * total) (the rank percentile_disc and
     the exact selector use), and within it a value interpolated by rank — so the result is in
     the same bucket as the exact percentile, i.e. within 1/8 of it (exact below 16 ms)."""
-    rank = max(1, math.ceil(q * total))
+    rank = percentile_rank(total, round(q * 100))
     before = 0
     for bucket, count in buckets:
         if before + count >= rank:
-            lo, hi = bucket_bounds(bucket)
-            return lo + int((hi - lo) * (rank - before - 0.5) / count)
+            return within_bucket(bucket, count, rank - before)
         before += count
     return bucket_bounds(buckets[-1][0])[0] if buckets else 0
+
+
+def percentile_rank(total: int, percent: int) -> int:
+    """ceil(percent / 100 * total) in integers (exact, as the SQL that finds its bucket)."""
+    return max(1, -(-percent * total // 100))
+
+
+def within_bucket(bucket: int, count: int, position: int) -> int:
+    """The value of the `position`-th (1-based) of `count` durations in `bucket`, spread
+    evenly over it."""
+    lo, hi = bucket_bounds(bucket)
+    return lo + int((hi - lo) * (min(max(position, 1), count) - 0.5) / count)
 
 
 def utc_day(created_at: datetime) -> Any:
