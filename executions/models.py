@@ -192,16 +192,32 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="executions")
+    # Every index on this table is written by each create and by each status change (none of
+    # those updates is HOT: status and updated_at are indexed), so the foreign keys get no
+    # index of their own where another serves: workspace leads every composite index below,
+    # and the mostly-NULL ones (parent, retry_of, created_by_*) are indexed only where set.
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="executions", db_index=False
+    )
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="executions")
     agent_version = models.ForeignKey(
         AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="executions"
     )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        db_index=False,
     )
     retry_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        db_index=False,
     )
     session_id = models.CharField(max_length=200, blank=True, default="")
     # Written only by lifecycle.transition().
@@ -223,9 +239,15 @@ class Execution(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
     created_by_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
     )
-    created_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    created_by_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     # Engine bookkeeping: the durable state between steps, the lease, and cancel requests.
     state = models.JSONField(default=dict, blank=True)
     lease_owner = models.CharField(max_length=120, blank=True, default="")
@@ -253,6 +275,16 @@ class Execution(models.Model):
             # The nullable orderings (cost, duration, started, completed) sort NULLs last in
             # both directions; PostgreSQL gets `DESC NULLS LAST` indexes for them, and the
             # metadata GIN index, in migration 0004 (SQLite has neither).
+            # The mostly-NULL foreign keys, for the lookups a delete makes (a parent's
+            # children, a revoked key's or a removed user's runs): only the rows that have one.
+            *(
+                models.Index(
+                    fields=[field],
+                    name=f"exec_{field}_set",
+                    condition=models.Q(**{f"{field}__isnull": False}),
+                )
+                for field in ("parent", "retry_of", "created_by_user", "created_by_key")
+            ),
             # Only live rows are in it, so a claim stays cheap however long the history grows.
             models.Index(
                 fields=["runnable_at", "lease_expires_at"],
