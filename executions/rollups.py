@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
@@ -71,7 +71,7 @@ def count_ended(execution: Execution, *, status: str, created_at: Any, updates: 
 
 def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
     """`count_ended` for a batch of runs that ended in one transaction (the engine's group
-    commit): summed per rollup row first, then one UPDATE per row, in key order, so two
+    commit): summed per rollup row first, then one upsert for all rows, in key order, so two
     batches ending at once lock their common rows in the same order (no deadlock).
 
     A batch adds all its runs to ONE shard, the next in this process's rotation (only the sum
@@ -110,34 +110,52 @@ def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
         amounts["costed"] += costed
         amounts["cost"] += Decimal(cost) if costed else Decimal(0)
         amounts["duration_ms"] += updates.get("duration_ms") or 0
-    for key in sorted(sums):
-        into = sums[key]
-        rollup_add(
-            workspace_id=into["workspace_id"],
-            agent_id=into["agent_id"],
-            status=key[2],
-            hour=key[3],
-            shard=key[4],
-            **into["amounts"],
-        )
+    rollups_upsert(
+        {
+            (into["workspace_id"], key[3], into["agent_id"], key[2], key[4]): into["amounts"]
+            for key, into in sums.items()
+        }
+    )
     durations_add(durations)
 
 
 def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,
                **amounts: Any) -> None:  # fmt: skip
-    """Add `amounts` (count, costed, cost, duration_ms; negative to subtract) to one rollup row.
-    An UPDATE first (the usual case, one statement); the hour's first row is created in a
-    savepoint so a concurrent creator makes us update instead."""
-    key = {"workspace_id": workspace_id, "agent_id": agent_id, "status": status, "hour": hour}
-    increments = {field: F(field) + value for field, value in amounts.items()}
-    rows = ExecutionRollup.objects.filter(**key, shard=shard)
-    if rows.update(**increments):
+    """Add `amounts` (count, costed, cost, duration_ms; negative to subtract) to one rollup row."""
+    rollups_upsert({(workspace_id, hour, agent_id, status, shard): amounts})
+
+
+_AMOUNTS = ("count", "costed", "cost", "duration_ms")
+_ROLLUP_UPSERT = (
+    "INSERT INTO {table} (workspace_id, hour, agent_id, status, shard, count, costed, cost,"
+    " duration_ms) VALUES {rows} ON CONFLICT (workspace_id, hour, agent_id, status, shard)"
+    " DO UPDATE SET count = {table}.count + excluded.count,"
+    " costed = {table}.costed + excluded.costed, cost = {table}.cost + excluded.cost,"
+    " duration_ms = {table}.duration_ms + excluded.duration_ms"
+)
+
+
+def rollups_upsert(rows: dict[tuple, dict[str, Any]]) -> None:
+    """Add amounts to ExecutionRollup rows keyed (workspace, hour, agent, status, shard), in the
+    caller's transaction: one INSERT … ON CONFLICT DO UPDATE for all of them (PostgreSQL and
+    SQLite), in key order so two transactions lock their common rows in the same order. No
+    savepoint and no ORM compile on the engine's hot path: a row's first insert by a concurrent
+    transaction turns this one's into an update."""
+    if not rows:
         return
-    try:
-        with transaction.atomic():
-            ExecutionRollup.objects.create(**key, shard=shard, **amounts)
-    except IntegrityError:
-        rows.update(**increments)
+    meta = ExecutionRollup._meta
+    keys = [meta.get_field(n) for n in ("workspace", "hour", "agent", "status", "shard")]
+    values = [meta.get_field(n) for n in _AMOUNTS]
+    params: list[Any] = []
+    for key in sorted(rows, key=lambda k: (str(k[0]), k[1], str(k[2]), k[3], k[4])):
+        amounts = rows[key]
+        params += [f.get_db_prep_save(v, connection) for f, v in zip(keys, key, strict=True)]
+        params += [f.get_db_prep_save(amounts.get(f.name, 0), connection) for f in values]
+    sql = _ROLLUP_UPSERT.format(
+        table=meta.db_table, rows=", ".join([f"({', '.join(['%s'] * 9)})"] * len(rows))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def rollup_forget(execution_ids: list[Any]) -> None:
