@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine_parts import (  # noqa: E402 - after the path that makes `bench` importable
+    ModelCalls,
     Watcher,
     approve_to_running,
     backend_pids,
@@ -52,6 +53,7 @@ from bench.engine_parts import (  # noqa: E402 - after the path that makes `benc
     scratch_database,
     start_workers,
     stop,
+    thread_count,
     tree_rss_kb,
     wait_idle,
     wait_ready,
@@ -397,6 +399,7 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         # socketserver listens with a backlog of 5: a thousand calls at once would overflow it
         # and wait out TCP's SYN retries (1 s, 3 s…), measuring the harness, not the worker.
         server.httpd.socket.listen(4096)
+        calls = ModelCalls(server)
         slow = services.agent_create(workspace=workspace, name="slow-model", type="workflow")
         services.agent_version_create(
             agent=slow,
@@ -414,11 +417,14 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         Execution.objects.filter(agent=slow).update(runnable_at=None)
         [proc] = start_workers(env, 1, args.slow_concurrency, log_dir)
         wait_ready([proc], log_dir)
-        time.sleep(3.0)  # the SDKs finish loading (worker.providers.preload)
+        # Until the SDKs and price tables are loaded (providers.preload): a fixed 3 s was not
+        # enough on a busy machine, and the import's CPU then counted against the runs.
+        wait_idle([proc])
         idle_rss = rss_kb(proc.pid)
+        cpu0 = cpu_seconds(proc.pid)
         Execution.objects.filter(agent=slow).update(runnable_at=timezone.now())
         queue.wake()
-        peak_inflight, peak_rss = 0, idle_rss
+        peak_inflight, peak_rss, peak_at, peak_threads = 0, idle_rss, 0.0, 0
         began = time.monotonic()
         while time.monotonic() - began < 300:
             inflight = (
@@ -427,8 +433,9 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
                 .count()
             )
             if inflight >= peak_inflight:
-                peak_inflight = inflight
+                peak_inflight, peak_at = inflight, time.monotonic() - began
                 peak_rss = max(peak_rss, rss_kb(proc.pid))
+                peak_threads = max(peak_threads, thread_count(proc.pid))
             if (
                 Execution.objects.filter(agent=slow, status__in=["completed", "failed"]).count()
                 >= args.slow_executions
@@ -437,7 +444,10 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
             time.sleep(0.05)
         slow_done = Execution.objects.filter(agent=slow, status="completed").count()
         slow_seconds = time.monotonic() - began
+        slow_cpu = cpu_seconds(proc.pid) - cpu0
         stop([proc])
+    # What a starved pool or a stalled renewal cost (each a run paused or re-claimed).
+    log = (log_dir / "worker-0.log").read_text()
     return {
         "slow_model_executions": args.slow_executions,
         "slow_model_completed": slow_done,
@@ -450,6 +460,14 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         "memory_per_in_flight_kb": round((peak_rss - idle_rss) / peak_inflight, 1)
         if peak_inflight
         else None,
+        # Runs waiting on the model at once, counted by the model server: the runs in flight
+        # above also count those waiting for the worker (their start or end to be written).
+        "slow_model_calls_at_once_peak": calls.peak,
+        "slow_seconds_to_peak": round(peak_at, 2),
+        "slow_worker_threads_peak": peak_threads,
+        "slow_worker_cpu_ms_per_run": round(slow_cpu * 1000 / max(1, slow_done), 2),
+        "slow_db_pauses": log.count("paused by a database error"),
+        "slow_leases_lost": log.count("lost its worker"),
     }
 
 

@@ -105,6 +105,34 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+class ModelCalls:
+    """Counts the model server's requests in progress (the most at once): the runs that are
+    waiting on the model, as the model sees them."""
+
+    def __init__(self, server) -> None:
+        self.now = self.peak = 0
+        self._lock = threading.Lock()
+        self._respond = server.respond
+        server.respond = self.respond
+
+    def respond(self, handler, body, reply) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            self._respond(handler, body, reply)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        return 0
+
+
 def tree_rss_kb(pid: int) -> int:
     """RSS of a process and its children (Celery's prefork pool)."""
     total = rss_kb(pid)

@@ -16,7 +16,7 @@ from executions.engine import pricing, providers
 from executions.engine import tools as tool_registry
 from executions.engine.records import StepResult
 from executions.engine.stop import Cancelled, StepFailed, StopSignal
-from executions.engine.threads import release_db_connection, single_writer_db
+from executions.engine.threads import long_wait, single_writer_db
 
 
 class Effects:
@@ -41,9 +41,12 @@ class Effects:
         step_timeout = self.limits.get("step_timeout_seconds")
         if step_timeout:
             model.timeout = min(model.timeout, float(step_timeout))
+        # A run still pending writes its start just before the call (step's before_effect): a
+        # compare-and-set on status and lease that has just proved what a fresh read would.
+        proven_by_start = self.start_deferred
 
         def call() -> StepResult:
-            self.check(fresh=True)
+            self.check(fresh=not proven_by_start)
 
             def on_retry(attempt: int, exc: providers.ProviderError, delay: float) -> None:
                 self.note(
@@ -53,18 +56,20 @@ class Effects:
                 )
 
             self._step_deadline = time.monotonic() + float(step_timeout) if step_timeout else None
-            release_db_connection()
             signal = StopSignal(self)
             finished = self.watch_call(signal)
             try:
-                result = providers.complete_with_retries(
-                    model,
-                    messages,
-                    tools,
-                    on_delta=self.delta,
-                    should_stop=signal,
-                    on_retry=on_retry,
-                )
+                # The reply's wait (and the SDK's parsing of it) without a database connection
+                # and without a place at the worker's gate (threads.Gate).
+                with long_wait():
+                    result = providers.complete_with_retries(
+                        model,
+                        messages,
+                        tools,
+                        on_delta=self.delta,
+                        should_stop=signal,
+                        on_retry=on_retry,
+                    )
             except providers.StreamStopped:
                 self.flush()
                 self.raise_stop()

@@ -1,13 +1,67 @@
 """Running engine code on threads: the event-loop binding a new thread needs in the embedded
-topology, handing a database connection back before a long wait, and whether branches may
-run on threads at all."""
+topology, the worker's gate (how many run threads compute at once), handing a database
+connection and a place at the gate back before a long wait, and whether branches may run on
+threads at all."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from asgiref.sync import SyncToAsync
 from django.db import connection
+
+# The gate this thread holds a place at, if any (set by Gate.held, lent out by long_wait).
+_place = threading.local()
+
+
+class Gate:
+    """At most `size` of a worker's run threads compute at once; the others wait, blocked.
+
+    Why: a thousand runs waiting on a slow model are a thousand threads, and when their replies
+    come back (or a backlog is claimed at once) hundreds of them become runnable together. The
+    GIL then serves each in turn, so a thread holding a pooled database connection waits
+    seconds for the GIL between two round trips, the pool's other waiters time out (10 s), and
+    runs are paused, their leases lost, their model calls repeated (docs/performance.md, "Runs
+    in flight"). A thread waiting here is blocked, not runnable: the few that hold a place get
+    the GIL at once, hold their connection for milliseconds, and the pool is never starved.
+    A run gives its place back during a wait on the outside world (`long_wait`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size))
+        self._free = threading.Semaphore(self.size)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Run the block with a place at the gate (a run thread, from claim to end)."""
+        self._free.acquire()
+        _place.gate = self
+        try:
+            yield
+        finally:
+            if getattr(_place, "gate", None) is self:
+                _place.gate = None
+                self._free.release()
+
+
+@contextmanager
+def long_wait() -> Iterator[None]:
+    """Around a wait on the outside world (a model's reply): hand back this thread's database
+    connection and its place at the worker's gate, and take a place again afterwards."""
+    release_db_connection()
+    gate = getattr(_place, "gate", None)
+    if gate is None:
+        yield
+        return
+    _place.gate = None
+    gate._free.release()
+    try:
+        yield
+    finally:
+        gate._free.acquire()
+        _place.gate = gate
 
 
 def loop_binding() -> Callable[[], None]:

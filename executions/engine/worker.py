@@ -7,7 +7,9 @@ sleep's end, an expired lease) or a wake-up, whichever comes first: no fixed pol
 
 Why threads and not asyncio: runs mostly wait on model I/O, and a blocked thread costs ~100 KB
 of resident memory here (docs/decisions.md, "Engine": measured with 1,000 runs waiting on a
-1 s model); the providers' sync clients and the ORM stay as they are.
+1 s model); the providers' sync clients and the ORM stay as they are. Only a few of them
+compute at once (threads.Gate, sized from the database pool): the rest wait blocked, so a
+thousand threads never queue for the GIL while holding pooled connections.
 
 A maintenance thread, once per tick, does for every run the process holds what would
 otherwise be a read per run: one query for cancels and lost leases (and it trips the model
@@ -35,7 +37,7 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
 from executions.engine import batch, checkpoints, providers, queue, retention, runner, wakeup
-from executions.engine.threads import loop_binding
+from executions.engine.threads import Gate, loop_binding
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
 
@@ -51,6 +53,25 @@ PURGE_INTERVAL_SECONDS = 3600.0
 SIDE_WORK_THREADS = 2
 # Claim at most this many per statement: a big batch held by one busy worker starves others.
 CLAIM_BATCH = 64
+# Pooled connections a worker uses outside its run threads: the claim loop, the maintenance
+# tick's timers and retention, the side-work threads.
+RESERVED_CONNECTIONS = 2 + SIDE_WORK_THREADS
+# Run threads computing at once when there is no pool to size the gate from (SQLite).
+GATE_WITHOUT_POOL = 16
+
+
+def gate_size(concurrency: int) -> int:
+    """How many run threads compute at once (threads.Gate): as many as the database pool can
+    serve with a connection each, beside the worker's own users of the pool."""
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict):
+        size = int(pool.get("max_size") or pool.get("min_size") or 4)
+        bound = max(2, size - RESERVED_CONNECTIONS)
+    elif pool:
+        bound = 2  # psycopg's default pool: 4 connections
+    else:
+        bound = GATE_WITHOUT_POOL
+    return max(1, min(concurrency, bound))
 
 
 def side_queues() -> list[str]:
@@ -105,6 +126,9 @@ class Worker:
         self._batch_credit = CLAIM_BATCH
         # Renewal and the cancel poll on a connection of their own (never starved by runs).
         self._keeper = queue.LeaseKeeper()
+        # Run threads computing at once; the others wait blocked (a model call gives its
+        # place back while it waits for the reply).
+        self._gate = Gate(gate_size(self.concurrency))
 
     # --- the executions this process holds ------------------------------------------------
 
@@ -327,7 +351,8 @@ class Worker:
     def _run(self, execution: Execution, rows: list | None = None) -> None:
         key = str(execution.pk)
         try:
-            runner.run_claimed(execution, owner=self.owner, worker=self, rows=rows)
+            with self._gate.held():
+                runner.run_claimed(execution, owner=self.owner, worker=self, rows=rows)
         except BaseException:  # noqa: BLE001 - a run must never take the worker down
             logger.exception("execution %s: the runner failed", key)
         finally:
