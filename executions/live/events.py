@@ -329,9 +329,12 @@ def transition_committed(*, execution: Any, transition: Any, publish: bool = Tru
     """
     message = _changed(execution, transition)
     if publish:
-        send(execution_group(execution.pk), message)
+        # Both groups in one hand-over (one Redis pipeline): a create or a status change
+        # publishes twice, and each send was a queue hand-over and a round trip of its own.
+        groups = [execution_group(execution.pk)]
         if message["status_changed"]:
-            send(workspace_executions_group(execution.workspace_id), message)
+            groups.append(workspace_executions_group(execution.workspace_id))
+        send_many([(group, message) for group in groups])
     _hear(execution, transition)
 
 

@@ -149,6 +149,9 @@ def test_a_batch_publishes_its_moves_and_last_entry_and_every_listener_hears_all
         events, "send", lambda group, message: sent.append((group, message.get("seq")))
     )
     monkeypatch.setattr(
+        events, "send_many", lambda items: sent.extend((g, m.get("seq")) for g, m in items)
+    )
+    monkeypatch.setattr(
         events, "_listeners", [lambda *, execution, transition: heard.append(transition.seq)]
     )
     runner.run(execution.pk)
