@@ -192,10 +192,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 class Execution(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    # Every index on this table is written by each create and by each status change (none of
-    # those updates is HOT: status and updated_at are indexed), so the foreign keys get no
-    # index of their own where another serves: workspace leads every composite index below,
-    # and the mostly-NULL ones (parent, retry_of, created_by_*) are indexed only where set.
+    # Each create and status change writes every index here, so a foreign key gets none where
+    # another serves: workspace leads the composites below, and the mostly-NULL ones are
+    # indexed only where set (docs/decisions.md, "An index … must earn its write").
     workspace = models.ForeignKey(
         Workspace, on_delete=models.CASCADE, related_name="executions", db_index=False
     )
