@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import truncatechars
 from django.utils.dates import MONTHS_3
 from django.utils.safestring import SafeString, mark_safe
@@ -20,6 +19,7 @@ from django.utils.timezone import template_localtime
 
 from executions.templatetags.steward import iso, short_id, status_label
 from executions.templatetags.steward_rows import _url, escape
+from executions.templatetags.steward_time import natural_time
 
 register = template.Library()
 
@@ -125,7 +125,7 @@ def inbox_card(
         f"          {run}\n"
         f"          {_proposal(proposal or {})}\n"
         f'          <span>asked <time datetime="{escape(iso(a.created_at))}" data-rel>'
-        f"{escape(naturaltime(a.created_at))}</time></span>\n"
+        f"{escape(natural_time(a.created_at))}</time></span>\n"
         "        </div>\n"
         f"        {'' if pending else _resolved(a, status, last)}\n"
         "      </div>\n"
