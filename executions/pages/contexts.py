@@ -76,14 +76,21 @@ def overview_counts_context(
     return {"stats": stats, "stats_24h": day, "active": active, "statuses": ALL_STATUSES}
 
 
+CARD_FIELDS = ("id", "title", "created_at", "execution_id", "execution__id", "execution__agent_id",
+               "execution__agent__id", "execution__agent__name")  # fmt: skip
+
+
 def overview_approvals_context(workspace: Any) -> dict[str, Any]:
     pending = approval_selectors.approval_list(workspace=workspace, status="pending")
     # The card shows the oldest one's title and agent: not its assignees or decisions, which
     # approval_list prefetches for the inbox (two queries the overview does not need). The
     # count rides along as a scalar subquery: one statement for the card.
     count = pending.order_by().values("workspace").annotate(n=Count("id")).values("n")
+    # Only what the card shows: not the approval's payload and schema, nor the run's documents
+    # (select_related read whole approval, execution and agent rows for one title).
     oldest = (
         pending.prefetch_related(None)
+        .only(*CARD_FIELDS)
         .annotate(pending_total=Subquery(count))
         .order_by("created_at")
         .first()

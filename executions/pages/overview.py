@@ -19,6 +19,9 @@ from executions.pages.contexts import overview_approvals_context, overview_count
 from executions.pages.timing import attach_times
 from executions.templatetags.steward import money
 
+RECENT_FIELDS = ("id", "agent_id", "agent__id", "agent__name", "status", "cost", "duration_ms",
+                 "created_at", "started_at", "completed_at")  # fmt: skip
+
 
 @page
 @require_GET
@@ -44,9 +47,10 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     recent = selectors.execution_list(workspace=workspace, filters=selectors.ExecutionFilters())
     # The table shows ids, agents, statuses, times and costs: the runs' documents stay unread,
-    # and so do their versions (the list's filter joins them, configs and all).
+    # and so do their versions (the list's filter joins them, configs and all) and their
+    # agents' metadata.
     recent = recent.select_related(None).select_related("agent")
-    recent = recent.defer("input", "output", "error", "state", "metadata")
+    recent = recent.only(*RECENT_FIELDS)
     context["recent"] = attach_times(list(recent.order_by("-id")[:8]))
     # Read only by the empty state (no runs yet): the template calls it, so a page with runs
     # does not ask.

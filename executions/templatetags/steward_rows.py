@@ -149,6 +149,18 @@ def execution_row_cells(e: Any) -> SafeString:
 
 
 @register.simple_tag
+def duration_cell(e: Any) -> SafeString:
+    """`{% include "executions/_duration.html" %}` for `e` (its file ends with a newline)."""
+    return mark_safe(_duration_cell(e) + "\n")  # every value in it is escaped
+
+
+@register.simple_tag
+def pk_url(name: str, pk: Any) -> str:
+    """`{% url name pk %}` for a route whose one argument is an id, reversed once a process."""
+    return _url(name, pk)
+
+
+@register.simple_tag
 def execution_rows(items: Any) -> SafeString:
     """The page's rows: the `row` partial once per run, the same bytes the template's loop wrote
     around it (`{% for %}` and `{% partialdef row inline %}`), in one call instead of a loop
