@@ -87,3 +87,22 @@ def test_list_queries_do_not_grow_with_rows(viewer, agent):
                    "executions_execution" in q["sql"] and "LIMIT 51" in q["sql"])  # fmt: skip
     for unread in ('"input"', '"output"', '"metadata"', '"config"', '"input_schema"'):
         assert unread not in listing
+
+
+def test_plain_cells_have_no_markup_characters():
+    """What the row writes unescaped (steward_rows, PLAIN): ids, times, durations, tokens, money."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from executions.templatetags.steward import duration, iso, money, seconds_since, short_id
+    from executions.templatetags.steward import tokens as token_text
+    from executions.templatetags.steward_rows import _stamp
+
+    moment = datetime(2026, 11, 30, 3, 4, 5, 678901, tzinfo=UTC)
+    values = [short_id(uuid.uuid4()), iso(moment), _stamp(moment), seconds_since(moment)]
+    values += [duration(ms) for ms in (None, 0, 999, 1_500, 61_000, 3_700_000, 10**9)]
+    values += [money(v) for v in (None, 0, Decimal("0.00042"), Decimal("0.0123"), 12345.678, -2)]
+    values += [token_text(u) for u in (None, {}, {"total_tokens": 1234567}, {"prompt_tokens": 3})]
+    for value in values:
+        assert not set(value) & set("<>&\"'"), value
+    assert _stamp(moment) == moment.strftime("%Y-%m-%d %H:%M:%S")
