@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (session auth, origin
 checked). In the embedded default the worker also starts here, on the server's own loop."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -8,6 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
 # The dashboard's stylesheet and scripts (and htmx from django-htmx) are served by the app
@@ -22,7 +24,7 @@ from executions.api.loopcreate import NATIVE_CREATES  # noqa: E402
 from executions.api.loopread import LoopRead  # noqa: E402
 from executions.compat import fast as compat_fast  # noqa: E402
 from executions.engine.embedded import EmbeddedWorkerLifespan  # noqa: E402
-from executions.middleware import DepartedClientGuard  # noqa: E402
+from executions.middleware import DepartedClientGuard, KeepAliveBalance  # noqa: E402
 
 # The polled reads, served without ninja's dispatch when they succeed (api/fastpath.py).
 FAST_READS = {
@@ -51,14 +53,17 @@ application = EmbeddedWorkerLifespan(
     ProtocolTypeRouter(
         {
             # API calls skip the dashboard's middleware and Django's per-request thread.
-            "http": DepartedClientGuard(
-                ApiHandler(
-                    fallback=django_app,
-                    fast_reads=FAST_READS,
-                    loop_reads=LOOP_READS,
-                    # The creates' plain successful case on the loop too (api/loopcreate.py).
-                    loop_creates=NATIVE_CREATES,
-                )
+            "http": KeepAliveBalance(
+                DepartedClientGuard(
+                    ApiHandler(
+                        fallback=django_app,
+                        fast_reads=FAST_READS,
+                        loop_reads=LOOP_READS,
+                        # The creates' plain successful case on the loop too (loopcreate.py).
+                        loop_creates=NATIVE_CREATES,
+                    )
+                ),
+                enabled=settings.WEB_BALANCE_CONNECTIONS,
             ),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
@@ -66,3 +71,12 @@ application = EmbeddedWorkerLifespan(
         }
     )
 )
+
+if settings.WEB_GC_FREEZE:
+    # A full (gen-2) collection walks every tracked object, and start-up leaves ~187,000 of
+    # them (Django, the models, the URLconf, ninja's schemas): 150–260 ms with the process
+    # stopped, under load a few times a minute (docs/performance.md, "Create tail"). Frozen,
+    # they are never walked (nor freed: they live as long as the process); a full collection
+    # then takes ~5–9 ms. Each web process (uvicorn --workers spawns them) imports this module.
+    gc.collect()
+    gc.freeze()

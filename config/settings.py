@@ -262,6 +262,11 @@ API_LOOP_CONNECTIONS = env_int("API_LOOP_CONNECTIONS", 8)
 # The plain successful creates answered on the event loop too (executions/api/loopcreate.py),
 # on those connections; false sends every create to a lane and ninja.
 API_LOOP_CREATES = env_bool("API_LOOP_CREATES", True)
+# Web processes sharing a socket even out their keep-alive connections (a process holding
+# more than its share closes the surplus after a response: executions/middleware.py).
+WEB_BALANCE_CONNECTIONS = env_bool("WEB_BALANCE_CONNECTIONS", True)
+# Freeze the objects made at start-up out of the garbage collector's view (config/asgi.py).
+WEB_GC_FREEZE = env_bool("WEB_GC_FREEZE", True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 AUTHENTICATION_BACKENDS = [

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+import time
 from collections.abc import Callable
+from contextlib import suppress
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -93,3 +97,99 @@ class DepartedClientGuard:
             if not departed:
                 raise
             logger.debug("client left %s before its reply: %s", scope.get("path"), exc)
+
+
+class KeepAliveBalance:
+    """ASGI wrapper: keep-alive connections spread evenly over the web processes.
+
+    The web processes (uvicorn --workers N) share one listening socket, and each accepts every
+    connection waiting when it wakes, so a burst of connects (a proxy's pool, a load generator)
+    lands unevenly and stays so while the connections are kept alive: wrk's 32 connections
+    split 2/30, 7/25, 8/24 over two processes (docs/performance.md, "Create tail"), and the
+    process holding most of them queues its requests for its event loop and database
+    connections while the other idles.
+
+    Each process counts the clients (host, port) it served in the last IDLE seconds and, every
+    REFRESH seconds, writes that count to a file named by its pid in a directory shared with
+    its siblings (named by their parent process) and reads theirs. A process holding more than
+    its share (total ÷ live processes, rounded up, plus one) answers that many of its
+    connections' next responses with `Connection: close` (HTTP/1.1 lets a server close a
+    keep-alive connection after any response); their clients reconnect, and the sibling with
+    fewer connections, idler, usually accepts first. A process alone never closes anything.
+    """
+
+    REFRESH = 0.5
+    IDLE = 2.0
+
+    def __init__(self, app, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+        self.seen: dict[tuple, float] = {}
+        self.excess = 0
+        self.refresh_at = 0.0
+        self.closed = 0  # connections closed to rebalance (for the benches)
+        self.folder = os.path.join(tempfile.gettempdir(), f"steward-web-{os.getppid()}")
+        self.path = os.path.join(self.folder, str(os.getpid()))
+        if enabled:
+            self._publish()  # present to the siblings before serving anything
+
+    async def __call__(self, scope, receive, send) -> None:
+        client = scope.get("client")
+        if not self.enabled or scope["type"] != "http" or not client:
+            return await self.app(scope, receive, send)
+        now = time.monotonic()
+        key = tuple(client)
+        self.seen[key] = now
+        if now >= self.refresh_at:
+            self.refresh_at = now + self.REFRESH
+            self._refresh(now)
+        if self.excess <= 0 or scope.get("http_version") != "1.1":
+            return await self.app(scope, receive, send)
+        self.excess -= 1
+        self.closed += 1
+        self.seen.pop(key, None)
+
+        async def closing_send(message):
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return await self.app(scope, receive, closing_send)
+
+    def _publish(self) -> bool:
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            with open(self.path, "w") as fh:
+                fh.write(str(len(self.seen)))
+        except OSError:
+            return False
+        return True
+
+    def _refresh(self, now: float) -> None:
+        """Drop clients gone quiet, publish this process's count, read the live siblings'
+        (a sibling that served nothing for IDLE seconds holds no busy connection: 0)."""
+        self.seen = {k: t for k, t in self.seen.items() if now - t < self.IDLE}
+        self.excess = 0
+        if not self._publish():
+            return  # best effort: no balancing without the siblings' counts
+        total, processes, wall = 0, 0, time.time()
+        for name in os.listdir(self.folder):
+            path = os.path.join(self.folder, name)
+            try:
+                os.kill(int(name), 0)
+            except (ValueError, ProcessLookupError):
+                with suppress(OSError):
+                    os.unlink(path)  # a sibling that exited
+                continue
+            except OSError:
+                continue
+            processes += 1
+            try:
+                if wall - os.stat(path).st_mtime < self.IDLE + self.REFRESH:
+                    with open(path) as fh:
+                        total += int(fh.read() or 0)
+            except (OSError, ValueError):
+                continue
+        share = -(-total // max(processes, 1)) + 1
+        self.excess = max(0, len(self.seen) - share)
