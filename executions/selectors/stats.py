@@ -166,24 +166,25 @@ def _daily_cost(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def overview_counts(*, workspace: Workspace, day_since: datetime, week_since: datetime) -> dict:
-    """The overview's numbers in five queries instead of eight: execution_stats() of all time
+    """The overview's numbers in four queries instead of eight: execution_stats() of all time
     without its cost, which the overview does not show (`stats`: by_status and total), and
     since `day_since` (`day`), execution_hourly() since `day_since` (`hourly`) and
-    execution_daily_cost() since `week_since` (`daily_cost`). One rollup query per grouping,
-    a count of the unfinished runs per status (the (workspace, status, id) index alone), and
-    one read of the executions table for what no rollup holds within the windows: the
-    unfinished runs created in them, and the ended runs of each one's partial first hour (or
-    day)."""
+    execution_daily_cost() since `week_since` (`daily_cost`). Two rollup queries (by status
+    and the day's hours; by day and agent over the week), a count of the unfinished runs per
+    status (the (workspace, status, id) index alone), and one read of the executions table for
+    what no rollup holds within the windows: the unfinished runs created in them, and the
+    ended runs of each one's partial first hour (or day)."""
     day_whole, week_whole = _whole(day_since), _whole(week_since)
     rollup = ExecutionRollup.objects.filter(workspace=workspace)
     sums = {"n": Sum("count"), "costed": Sum("costed"), "total": Sum("cost")}
-    by_status = list(rollup.values(k_status=F("status")).annotate(n=Sum("count")).order_by())
-    by_hour = list(
-        rollup.filter(hour__gte=day_whole)
-        .values(k_hour=F("hour"), k_status=F("status"))
-        .annotate(**sums)
-        .order_by()
+    # All time by status and the day's whole hours by hour and status in one read of the
+    # workspace's rollup rows (all of them are read for all time anyway): grouped by the hour
+    # only within the day, so all time adds one group per status (rows with no hour).
+    in_day_hours = Case(When(hour__gte=day_whole, then=F("hour")), output_field=DateTimeField())
+    by_status_hour = list(
+        rollup.values(k_hour=in_day_hours, k_status=F("status")).annotate(**sums).order_by()
     )
+    by_hour = [row for row in by_status_hour if row["k_hour"] is not None]
     by_day = list(
         rollup.filter(hour__gte=week_whole)
         .values(k_day=TruncDate("hour"), k_agent_name=F("agent__name"))
@@ -230,7 +231,7 @@ def overview_counts(*, workspace: Workspace, day_since: datetime, week_since: da
     )
     day_rows = [row for row in live if row["in_day"]]
     hourly = _merge([by_hour, day_rows], ("hour", "status"))
-    everything = _stats(_merge([by_status, active_counts], ("status",)))
+    everything = _stats(_merge([by_status_hour, active_counts], ("status",)))
     return {
         "stats": {"by_status": everything["by_status"], "total": everything["total"]},
         "day": _stats(hourly),
