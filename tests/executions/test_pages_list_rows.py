@@ -5,7 +5,8 @@ page reads only the columns a row shows and its queries do not grow with its row
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,9 @@ from django.utils import timezone
 from executions import lifecycle
 from executions.models import Execution
 from executions.pages.contexts import row_html
+from executions.templatetags.steward import duration, iso, money, seconds_since, short_id
+from executions.templatetags.steward import tokens as token_text
+from executions.templatetags.steward_rows import _stamp
 from tests.executions.dashboard_helpers import browser, park, start
 
 pytestmark = pytest.mark.django_db
@@ -91,13 +95,6 @@ def test_list_queries_do_not_grow_with_rows(viewer, agent):
 
 def test_plain_cells_have_no_markup_characters():
     """What the row writes unescaped (steward_rows, PLAIN): ids, times, durations, tokens, money."""
-    import uuid
-    from datetime import UTC, datetime
-
-    from executions.templatetags.steward import duration, iso, money, seconds_since, short_id
-    from executions.templatetags.steward import tokens as token_text
-    from executions.templatetags.steward_rows import _stamp
-
     moment = datetime(2026, 11, 30, 3, 4, 5, 678901, tzinfo=UTC)
     values = [short_id(uuid.uuid4()), iso(moment), _stamp(moment), seconds_since(moment)]
     values += [duration(ms) for ms in (None, 0, 999, 1_500, 61_000, 3_700_000, 10**9)]
