@@ -12,10 +12,10 @@ import re
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
-from executions import lifecycle, tasks
+from executions import bulk, lifecycle, tasks
 from executions.errors import Conflict, ValidationFailed, field_error
 from executions.lifecycle import ACTIVE, PARKED, TERMINAL, Actor, Status
 from executions.models import (
@@ -74,12 +74,7 @@ def execution_start(
         if existing is not None:
             return _idempotent_replay(existing, execution.request_hash), False
     try:
-        with transaction.atomic():
-            # The row and its `init` entry in two INSERTs (no savepoint, no UPDATE).
-            lifecycle.record_start(execution, actor=actor, input=execution.input)
-            if agent.type != AgentType.EXTERNAL:
-                execution_id = execution.pk
-                transaction.on_commit(lambda: tasks.enqueue_run(execution_id))
+        _insert_start(execution, actor=actor, wake=agent.type != AgentType.EXTERNAL)
     except IntegrityError:
         # Lost a race with an identical idempotent request: answer with the winner.
         existing = Execution.objects.filter(
@@ -89,6 +84,30 @@ def execution_start(
             raise
         return _idempotent_replay(existing, execution.request_hash), False
     return execution, True
+
+
+def _insert_start(execution: Execution, *, actor: Actor, wake: bool) -> None:
+    """Write a start and, once it is committed, wake the workers, then publish its event.
+
+    PostgreSQL outside a transaction: the row and its `init` entry are ONE autocommitted
+    statement (bulk.insert_pair), so the start costs one round trip and its flushed commit,
+    not BEGIN + INSERT + COMMIT (an idle run's latency, docs/performance.md "Engine"); the
+    lifecycle's own start entry and after-commit step, as the event-loop start uses them.
+    Inside a caller's transaction (or on SQLite): lifecycle.record_start, hooks on commit.
+    Either way the wake-up goes first: the workers need the row, a watcher only its event."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        step = lifecycle.start_entry(execution, actor=actor, input=execution.input)
+        bulk.insert_pair(execution, step)  # one statement: one implicit transaction
+        if wake:
+            tasks.enqueue_run(execution.pk)
+        lifecycle.start_committed(execution, step)
+        return
+    with transaction.atomic():
+        if wake:
+            execution_id = execution.pk
+            transaction.on_commit(lambda: tasks.enqueue_run(execution_id))
+        # The row and its `init` entry in two INSERTs (no savepoint, no UPDATE).
+        lifecycle.record_start(execution, actor=actor, input=execution.input)
 
 
 def execution_new(
