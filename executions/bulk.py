@@ -13,11 +13,41 @@ column's type (a VALUES list has no column types of its own). The engine's group
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
 from django.db.models.sql import InsertQuery
+
+
+@contextmanager
+def prepared_cursor() -> Iterator[Any]:
+    """A cursor whose statements PostgreSQL parses and plans once per connection: psycopg
+    prepares a statement (server-side binding) once it has run it `prepare_threshold` (5)
+    times, and PostgreSQL then reuses its plan. Django's cursors bind client-side and never
+    prepare: the engine's claim spent ~0.2 ms planning per run with a warm backend, ~1.4 ms
+    with a cold one (23 indexes on the execution table). For statements of the same text
+    every time, their values as parameters (the engine's claim and a run's end); elsewhere
+    (SQLite) Django's own cursor."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg  # PostgreSQL only, as above
+
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    tzloader = connection.connection.adapters.get_loader(1184, psycopg.pq.Format.TEXT)
+    if connection.timezone != tzloader.timezone:  # as Django's create_cursor does
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+        register_tzloader(connection.timezone, raw)
+    with connection.wrap_database_errors:
+        cursor = connection._prepare_cursor(raw)
+    with cursor:
+        yield cursor
 
 
 def update_many(
@@ -34,6 +64,24 @@ def update_many(
     of the rows that matched, in one statement."""
     if not rows:
         return []
+    values, update, params = update_many_sql(model, rows, match=match, set_=set_, add=add)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {values} {update}", params)
+        found = cursor.fetchall()
+    to_python = model._meta.pk.to_python
+    return [to_python(value) for (value,) in found]
+
+
+def update_many_sql(
+    model: type[Model],
+    rows: list[dict[str, Any]],
+    *,
+    match: dict[str, str],
+    set_: dict[str, str],
+    add: dict[str, str] | None = None,
+) -> tuple[str, str, list[Any]]:
+    """update_many's statement in two parts, to be composed: the CTE `v (…) AS (VALUES …)` and
+    the `UPDATE … FROM v … RETURNING id` (which may itself be a CTE), with their parameters."""
     meta = model._meta
     q = connection.ops.quote_name
     postgres = connection.vendor == "postgresql"
@@ -47,8 +95,7 @@ def update_many(
             return "%s"
         if increment:
             return "%s::bigint"
-        cast = field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
-        return f"%s::{cast}"
+        return f"%s::{_cast(field)}"
 
     row_sql = "(" + ", ".join(placeholder(f, inc) for _, f, inc in columns) + ")"
     params: list[Any] = []
@@ -66,17 +113,60 @@ def update_many(
         f"{column(name)} = t.{column(name)} + v.{alias[key]}" for name, key in add.items()
     ]
     conditions = " AND ".join(f"t.{column(name)} = v.{alias[key]}" for name, key in match.items())
-    sql = (
-        f"WITH v ({', '.join(alias[key] for key, _, _ in columns)}) AS (VALUES "
+    values = (
+        f"v ({', '.join(alias[key] for key, _, _ in columns)}) AS (VALUES "
         + ", ".join([row_sql] * len(rows))
-        + f") UPDATE {q(meta.db_table)} AS t SET {', '.join(assignments)}"
+        + ")"
+    )
+    update = (
+        f"UPDATE {q(meta.db_table)} AS t SET {', '.join(assignments)}"
         f" FROM v WHERE {conditions} RETURNING {q(meta.pk.column)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        found = cursor.fetchall()
-    to_python = meta.pk.to_python
-    return [to_python(value) for (value,) in found]
+    return values, update, params
+
+
+def _cast(field: Any) -> str:
+    """The column type of `field`, for a cast (PostgreSQL)."""
+    return field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
+
+
+def values_sql(
+    fields: list[Any], rows: list[list[Any]], *, prepared: bool = False, ordinal: bool = False
+) -> tuple[str, list[Any]]:
+    """`(VALUES (%s::type, …), …)` of `rows` (one value per field of `fields`), each value
+    prepared by its field (unless `prepared`) and cast to its column's type: a VALUES list
+    that is not an INSERT's own has no column types (PostgreSQL). `ordinal`: each row ends
+    with its position (0, 1, …)."""
+    casts = ", ".join(f"%s::{_cast(f)}" for f in fields)
+    params: list[Any] = []
+    for row in rows:
+        if prepared:
+            params += row
+        else:
+            params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, row, strict=True)]
+    tails = [f", {i})" if ordinal else ")" for i in range(len(rows))]
+    return f"(VALUES {', '.join(f'({casts}{tail}' for tail in tails)})", params
+
+
+def insert_where_sql(objs: list[Model], *, where: str) -> tuple[str, list[Any], Any]:
+    """A multi-row INSERT of new rows of one model that inserts them only where `where` holds
+    (a condition on the statement's other CTEs: that a compare-and-set matched), in their
+    order, RETURNING the auto id: `INSERT … SELECT … FROM (VALUES …) AS r WHERE … ORDER BY`.
+    PostgreSQL; each value prepared as the ORM's INSERT does (pre_save with add=True, then
+    get_db_prep_save), no model signals."""
+    meta = objs[0]._meta
+    q = connection.ops.quote_name
+    auto = meta.auto_field
+    fields = [f for f in meta.local_concrete_fields if f is not auto]
+    rows = [[f.pre_save(obj, True) for f in fields] for obj in objs]
+    values, params = values_sql(fields, rows, ordinal=True)
+    cols = ", ".join(f"c{j}" for j in range(len(fields)))
+    sql = (
+        f"INSERT INTO {q(meta.db_table)} ({', '.join(q(f.column) for f in fields)})"
+        f" SELECT {cols} FROM {values} AS r ({cols}, c_ord) WHERE {where} ORDER BY c_ord"
+        f" RETURNING {q(auto.column)}"
+    )
+    return sql, params, auto
 
 
 def insert_pair(first: Model, second: Model) -> None:

@@ -25,6 +25,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
+from executions import bulk
 from executions.models import DurationRollup, Execution, ExecutionRollup
 
 # lifecycle.TERMINAL, spelled out: the lifecycle imports this module, not the other way round.
@@ -78,6 +79,14 @@ def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
     over a key's shards means anything): spread by execution id, every batch of 64 would lock
     all the shards of its key until its commit, and the batches of two workers would commit
     one after the other."""
+    rows, durations = ended_sums(ended)
+    rollups_upsert(rows)
+    durations_add(durations)
+
+
+def ended_sums(ended: list[tuple[Execution, str, Any, dict]]) -> tuple[dict, dict]:
+    """count_ended_many's amounts, not written: (rollup rows for rollups_upsert, duration
+    counts for durations_add), all on the next shard of this process's rotation."""
     global _next_shard
     with _shard_lock:
         shard = _next_shard
@@ -110,13 +119,49 @@ def count_ended_many(ended: list[tuple[Execution, str, Any, dict]]) -> None:
         amounts["costed"] += costed
         amounts["cost"] += Decimal(cost) if costed else Decimal(0)
         amounts["duration_ms"] += updates.get("duration_ms") or 0
-    rollups_upsert(
-        {
-            (into["workspace_id"], key[3], into["agent_id"], key[2], key[4]): into["amounts"]
-            for key, into in sums.items()
-        }
-    )
-    durations_add(durations)
+    rows = {
+        (into["workspace_id"], key[3], into["agent_id"], key[2], key[4]): into["amounts"]
+        for key, into in sums.items()
+    }
+    return rows, durations
+
+
+def upserts_sql(rows: dict[tuple, dict[str, Any]], durations: dict[tuple, int], *, where: str
+                ) -> list[tuple[str, list[Any]]]:  # fmt: skip
+    """rollups_upsert's and durations_add's statements (PostgreSQL), each adding only where
+    `where` holds — a condition on the other CTEs of the statement they are composed into
+    (the engine's one-statement write of a run's end: lifecycle_batch.append_alone)."""
+    parts = []
+    if rows:
+        meta = ExecutionRollup._meta
+        fields = [meta.get_field(n) for n in ("workspace", "hour", "agent", "status", "shard")]
+        fields += [meta.get_field(n) for n in _AMOUNTS]
+        ordered = sorted(rows, key=lambda k: (str(k[0]), k[1], str(k[2]), k[3], k[4]))
+        values = [[*key, *(rows[key].get(n, 0) for n in _AMOUNTS)] for key in ordered]
+        parts.append((_ROLLUP_UPSERT, meta.db_table, fields, values))
+    if durations:
+        meta = DurationRollup._meta
+        fields = [meta.get_field(n) for n in ("workspace", "day", "agent", "bucket", "shard")]
+        fields.append(meta.get_field("count"))
+        ordered = sorted(durations, key=lambda k: (str(k[0]), k[1], str(k[2]), k[3], k[4]))
+        values = [[*key, durations[key]] for key in ordered]
+        parts.append((_UPSERT, meta.db_table, fields, values))
+    out = []
+    for template, table, fields, values in parts:
+        head, _, conflict = template.partition(" VALUES {rows}")
+        # Prepared as the plain upserts prepare them (get_db_prep_value: no save-only steps).
+        prepared = [
+            [f.get_db_prep_value(v, connection) for f, v in zip(fields, row, strict=True)]
+            for row in values
+        ]
+        values_part, params = bulk.values_sql(fields, prepared, prepared=True)
+        cols = ", ".join(f"c{j}" for j in range(len(fields)))
+        sql = (
+            f"{head.format(table=table)} SELECT {cols} FROM {values_part} AS r ({cols})"
+            f" WHERE {where}{conflict.format(table=table)}"
+        )
+        out.append((sql, params))
+    return out
 
 
 def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,

@@ -24,7 +24,7 @@ import copy
 import logging
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from executions import lifecycle_batch
 from executions.engine import runner
@@ -101,6 +101,8 @@ def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
                 ctx._event_batch = None
         return stored
 
+    if _alone(ready):
+        return _write_alone(ready[0], claimed[ready[0].execution.pk])
     try:
         with transaction.atomic():
             won = lifecycle_batch.append_batch(batch, more=events_of)  # type: ignore[arg-type]
@@ -122,3 +124,45 @@ def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
         else:
             out.append((ctx.execution, ctx.rows))
     return out
+
+
+def _alone(ready: list[RunContext]) -> bool:
+    """A claim of one run (an idle worker's) whose end writes nothing but its own rows: no
+    parent to wake (its `then` only builds its `done` event then). On PostgreSQL outside a
+    transaction it is written as ONE autocommitted statement (lifecycle_batch.append_alone)."""
+    return (
+        len(ready) == 1
+        and ready[0].execution.parent_id is None
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    )
+
+
+def _write_alone(ctx: RunContext, claimed: Execution) -> list[tuple[Execution, list | None]]:
+    """`write` for one run, in one statement: its events are built before it (they are only
+    inserted if its compare-and-set matches) and published after it, committed."""
+    pending = ctx.collected
+    assert pending is not None
+    ctx._event_batch = []
+    try:
+        for type, data in pending.events:
+            ctx.emit(type, data)
+        if pending.then is not None:
+            pending.then()  # the `done` event; no parent (checked), so no write
+        stored = ctx._event_batch
+    finally:
+        ctx._event_batch = None
+    try:
+        won = lifecycle_batch.append_alone(pending, more=stored)
+    except DatabaseError:
+        logger.warning("a run's end could not be written in one statement", exc_info=True)
+        return [(claimed, ctx.rows)]
+    if not won:
+        return [(ctx.execution, ctx.rows)]
+    if stored:
+        events.stream_events(stored)
+    ctx.lease_released = True
+    if ctx.lost_worker:
+        runner.log_lost_worker(ctx.execution.pk)
+    runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, "batch")
+    return []

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
+from executions import bulk
 from executions.engine import wakeup
 from executions.models import Execution
 
@@ -86,7 +87,7 @@ def _rows(sql: str, params: list) -> list[Execution]:
             if found:
                 converters.append((i, found, col))
         _converters[key] = converters
-    with connection.cursor() as cursor:
+    with bulk.prepared_cursor() as cursor:  # planned once per connection
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     claimed = []

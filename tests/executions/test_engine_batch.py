@@ -10,9 +10,10 @@ import pytest
 from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
-from executions import bulk, lifecycle, rollups
+from executions import lifecycle, rollups
 from executions.engine import batch, queue, runner
 from executions.lifecycle import Status
+from executions.live import events
 from executions.models import Execution, ExecutionEvent, ExecutionRollup, Transition
 
 from .engine_helpers import THREE_STEPS, make_agent, start, steps
@@ -55,26 +56,35 @@ def test_a_batch_writes_every_pure_run_in_one_go(workspace):
     assert counted == 5
 
 
-def test_an_idle_batch_inserts_its_entries_and_events_in_one_statement(workspace):
-    """One run claimed alone (an idle worker): its transitions and events go in ONE INSERT
-    statement on PostgreSQL (bulk.insert_groups), and each object gets its own row's id."""
+def test_an_idle_batch_writes_its_run_in_one_statement(workspace, monkeypatch):
+    """One run claimed alone (an idle worker): on PostgreSQL its whole end — the
+    compare-and-set UPDATE, its transitions, its events, its rollup and duration bucket — is
+    ONE autocommitted statement (lifecycle_batch.append_alone); elsewhere one transaction.
+    Each object published gets its own row's id."""
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
     execution = start(agent, {"n": 3})
     written: list = []
-    real = bulk.insert_groups
+    real_steps, real_events = events.transitions_committed, events.stream_events
 
-    def spy(groups):
-        written.extend(obj for objs in groups for obj in objs)
-        return real(groups)
+    def steps_spy(batch_):
+        written.extend(step for _, own in batch_ for step in own)
+        real_steps(batch_)
 
-    with CaptureQueriesContext(connection) as captured, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bulk, "insert_groups", spy)
-        assert batch.run_batch(claim_all(1), owner=OWNER) == []
+    def events_spy(stored):
+        written.extend(stored)
+        real_events(stored)
+
+    monkeypatch.setattr(events, "transitions_committed", steps_spy)
+    monkeypatch.setattr(events, "stream_events", events_spy)
+    claimed = claim_all(1)
+    with CaptureQueriesContext(connection) as captured:
+        assert batch.run_batch(claimed, owner=OWNER) == []
     assert_written_once(execution, 3)
-    inserts = [q["sql"] for q in captured.captured_queries if "INSERT" in q["sql"]]
-    touching = [sql for sql in inserts if "executions_transition" in sql]
+    writes = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith("SELECT")]
     if connection.vendor == "postgresql":
-        assert len(touching) == 1 and "executions_executionevent" in touching[0]
+        assert len(writes) == 1
+        for table in ("execution", "transition", "executionevent", "executionrollup"):
+            assert f"executions_{table}" in writes[0]
     rows = {(type(obj), obj.pk) for obj in written}
     assert len(rows) == len(written) == execution.transition_count - 1 + 2  # all but init
     for obj in written:
@@ -82,6 +92,63 @@ def test_an_idle_batch_inserts_its_entries_and_events_in_one_statement(workspace
         assert stored.execution_id == execution.pk
         assert getattr(stored, "seq", None) == getattr(obj, "seq", None)
         assert stored.type == obj.type
+    counted = ExecutionRollup.objects.filter(agent=agent, status="completed")
+    assert sum(counted.values_list("count", flat=True)) == 1
+
+
+def test_a_run_alone_cancelled_before_its_write_is_not_written(workspace):
+    """The one-statement end of a run claimed alone: its compare-and-set loses (cancelled
+    meanwhile), and none of its rows (entries, events, rollup) is inserted."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    victim = start(agent, {"n": 1})
+    claimed = claim_all(1)
+    original = batch.write
+
+    def write_after_a_cancel(ready):
+        row = Execution.objects.get(pk=victim.pk)
+        lifecycle.transition(row, Status.CANCELLED, type="cancelled", message="stop")
+        return original(ready)
+
+    batch.write = write_after_a_cancel
+    try:
+        leftover = batch.run_batch(claimed, owner=OWNER)
+    finally:
+        batch.write = original
+    assert [execution.pk for execution, _ in leftover] == [victim.pk]
+    for execution, rows in leftover:
+        runner.run_claimed(execution, owner=OWNER, rows=rows)
+    victim.refresh_from_db()
+    assert victim.status == Status.CANCELLED
+    assert not Transition.objects.filter(execution=victim, type__in=["step", "finish"]).exists()
+    assert not ExecutionEvent.objects.filter(execution=victim).exists()
+    assert not ExecutionRollup.objects.filter(agent=agent, status="completed").exists()
+
+
+def test_a_run_alone_whose_statement_fails_leaves_nothing_and_ends_once(workspace, monkeypatch):
+    """What a kill -9 during the one-statement end leaves: the statement is its own
+    transaction, so nothing of it (here its last part, the rollups, fails after the UPDATE and
+    the INSERTs in the same statement); the run, run again, ends exactly once."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 2})
+    claimed = claim_all(1)
+    real = rollups.upserts_sql
+
+    def broken(*args, **kwargs):
+        return [*real(*args, **kwargs), ("INSERT INTO no_such_table SELECT 1", [])]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rollups, "upserts_sql", broken)
+        leftover = batch.run_batch(claimed, owner=OWNER)
+    if connection.vendor == "postgresql":
+        assert [e.pk for e, _ in leftover] == [execution.pk]
+        row = Execution.objects.get(pk=execution.pk)
+        assert row.status == Status.PENDING and row.transition_count == 1
+        assert not ExecutionEvent.objects.filter(execution=execution).exists()
+        assert not ExecutionRollup.objects.filter(agent=agent).exists()
+        for claimed_row, rows in leftover:
+            runner.run_claimed(claimed_row, owner=OWNER, rows=rows)
+    assert_written_once(execution, 2)
+    assert sum(ExecutionRollup.objects.filter(agent=agent).values_list("count", flat=True)) == 1
 
 
 def test_a_run_cancelled_before_the_batch_write_is_not_written_and_the_others_are(workspace):
