@@ -13,7 +13,8 @@ admit up to LOCAL_BATCH more calls of the same key on its own for LOCAL_SECONDS,
 them to the shared counter with the next call's hit (one round trip for the lot). The batch is
 a fiftieth of the limit (none for limits under 50, which are counted exactly), and a key
 that has been refused is counted exactly for a window, so N processes can overshoot a limit by
-at most N batches a window. A refused call
+at most N batches (and a quarter: the event loop's admissions top a batch up before it runs
+out, `admit_here`) a window. A refused call
 costs a second round trip to tell the client when to come back (`Retry-After`, whole seconds,
 which every SDK we speak parses).
 
@@ -31,6 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
@@ -50,6 +52,9 @@ LOCAL_SHARE = 50
 LOCAL_BATCH_MAX = 100
 LOCAL_SECONDS = 1.0
 LOCAL_KEYS_MAX = 10_000
+# Batches this large or larger are topped up before they run out (`admit_here`); smaller ones
+# (limits under 200 a window) are counted as the lanes count them, call for call.
+REFILL_MIN = 4
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -149,8 +154,10 @@ class Limiter:
         self._down_since: float | None = None
         self._skip_until = 0.0
         # who -> [calls admitted here and not yet counted, calls still allowed here, until,
-        # no local calls until] (after a refusal the key is counted exactly for a window)
+        # no local calls until, a refill under way] (after a refusal the key is counted
+        # exactly for a window)
         self._local: dict[str, list] = {}
+        self._refills: ThreadPoolExecutor | None = None
 
     def check(self, who: str) -> int | None:
         """None when the call may go ahead, else the seconds to wait."""
@@ -174,12 +181,12 @@ class Limiter:
                 self._recovered()
                 if self.batch:
                     allowed = self.batch if now >= exact_until else 0
-                    self._remember(who, [0, allowed, now + LOCAL_SECONDS, exact_until])
+                    self._remember(who, [0, allowed, now + LOCAL_SECONDS, exact_until, False])
                 return None
             if pending:  # the calls admitted here still count, though this one is refused
                 self.strategy.hit(self.item, "api", who, cost=pending)
             if self.batch:
-                self._remember(who, [0, 0, now, now + self.item.get_expiry()])
+                self._remember(who, [0, 0, now, now + self.item.get_expiry(), False])
             stats = self.strategy.get_window_stats(self.item, "api", who)
         except Exception as exc:  # noqa: BLE001 - any storage failure: allow, log once
             self._failed(exc)
@@ -190,8 +197,17 @@ class Limiter:
     def admit_here(self, who: str) -> list | bool:
         """`check`'s first step alone: admit the call from this process's batch (or while the
         storage is skipped) without a round trip; False when `check` would need the storage.
-        The event-loop reads use it (executions/api/loopread.py) and go to the thread path,
-        which calls `check`, on False. Truthy values are tokens for `refund`."""
+        The event-loop reads and creates use it (executions/api/loopread.py, loopcreate.py)
+        and go to the thread path, which calls `check`, on False. Truthy values are tokens
+        for `refund`.
+
+        A batch of REFILL_MIN or more running low (a quarter left, or half its time gone) is
+        topped up on the limiter's own thread (`_refill`: the calls admitted so far go to the
+        shared counter, and if it admits them the batch starts afresh), so a busy key's calls
+        are not sent to the thread path every LOCAL_BATCH calls: that was 1 % of the loop's
+        creates and reads, each taking a lane, a Redis round trip and ninja
+        (docs/performance.md, "Create tail"). Calls admitted while a refill is under way are
+        counted by the next one."""
         now = time.monotonic()
         if self._skip_until and now < self._skip_until:
             return True
@@ -199,11 +215,43 @@ class Limiter:
             return False
         with self._lock:
             state = self._local.get(who)
-            if state is not None and state[1] > 0 and now < state[2]:
-                state[0] += 1
-                state[1] -= 1
-                return state
-        return False
+            if state is None or state[1] <= 0 or now >= state[2]:
+                return False
+            state[0] += 1
+            state[1] -= 1
+            low = state[1] <= self.batch // 4 or state[2] - now < LOCAL_SECONDS / 2
+            if low and self.batch >= REFILL_MIN and not state[4]:
+                state[4] = True
+                self._refiller().submit(self._refill, who, state)
+            return state
+
+    def _refiller(self) -> ThreadPoolExecutor:
+        if self._refills is None:
+            self._refills = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ratelimit")
+        return self._refills
+
+    def _refill(self, who: str, state: list) -> None:
+        """On the limiter's thread: count the calls `state` admitted so far and, if the shared
+        counter admits them, give the key a fresh batch; if not, the key is counted exactly
+        for a window, as `check` does after a refusal."""
+        with self._lock:
+            if self._local.get(who) is not state:
+                return
+            pending, state[0] = state[0], 0
+        try:
+            allowed = pending == 0 or self.strategy.hit(self.item, "api", who, cost=pending)
+        except Exception as exc:  # noqa: BLE001 - as in `check`: allow, log once
+            self._failed(exc)
+            allowed = True
+        else:
+            self._recovered()
+        now = time.monotonic()
+        with self._lock:
+            if allowed and now >= state[3]:
+                state[1], state[2] = self.batch, now + LOCAL_SECONDS
+            else:
+                state[1], state[2], state[3] = 0, now, now + self.item.get_expiry()
+            state[4] = False
 
     def refund(self, who: str, token: list | bool) -> None:
         """Undo `admit_here` for a call handed on to the thread path, which counts it again."""
