@@ -98,6 +98,9 @@ def update_many_sql(
         return f"%s::{_cast(field)}"
 
     row_sql = "(" + ", ".join(placeholder(f, inc) for _, f, inc in columns) + ")"
+    # The types come from the first row; the others' values take them (a shorter statement:
+    # psycopg caches its parsing of statements up to 4 KB only).
+    plain = "(" + ", ".join(["%s"] * len(columns)) + ")"
     params: list[Any] = []
     for row in rows:
         for key, field, increment in columns:
@@ -115,7 +118,7 @@ def update_many_sql(
     conditions = " AND ".join(f"t.{column(name)} = v.{alias[key]}" for name, key in match.items())
     values = (
         f"v ({', '.join(alias[key] for key, _, _ in columns)}) AS (VALUES "
-        + ", ".join([row_sql] * len(rows))
+        + ", ".join([row_sql] + [plain] * (len(rows) - 1))
         + ")"
     )
     update = (
@@ -126,8 +129,15 @@ def update_many_sql(
 
 
 def _cast(field: Any) -> str:
-    """The column type of `field`, for a cast (PostgreSQL)."""
-    return field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
+    """The column type of `field`, for a cast (PostgreSQL), worked out once per field."""
+    cast = _casts.get(field)
+    if cast is None:
+        db = field.rel_db_type if field.is_relation else field.db_type
+        cast = _casts[field] = db(connection)
+    return cast
+
+
+_casts: dict[Any, str] = {}
 
 
 def values_sql(
@@ -137,7 +147,10 @@ def values_sql(
     prepared by its field (unless `prepared`) and cast to its column's type: a VALUES list
     that is not an INSERT's own has no column types (PostgreSQL). `ordinal`: each row ends
     with its position (0, 1, …)."""
+    # Cast in the first row only: the others take its types (and the statement stays short
+    # enough for psycopg to cache its parsing, up to 4 KB).
     casts = ", ".join(f"%s::{_cast(f)}" for f in fields)
+    plain = ", ".join(["%s"] * len(fields))
     params: list[Any] = []
     for row in rows:
         if prepared:
@@ -145,7 +158,8 @@ def values_sql(
         else:
             params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, row, strict=True)]
     tails = [f", {i})" if ordinal else ")" for i in range(len(rows))]
-    return f"(VALUES {', '.join(f'({casts}{tail}' for tail in tails)})", params
+    heads = [casts] + [plain] * (len(rows) - 1)
+    return f"(VALUES {', '.join(f'({h}{t}' for h, t in zip(heads, tails, strict=True))})", params
 
 
 def insert_where_sql(objs: list[Model], *, where: str) -> tuple[str, list[Any], Any]:
