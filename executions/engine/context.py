@@ -80,6 +80,9 @@ PURE_KINDS = frozenset(
     {"evaluate", "set", "get", "log", "return", "error", "if", "switch", "foreach", "map"}
     | {"parallel"}
 )
+# Records that may ride with a model call's held record (see Effects.llm): pure steps, and a
+# prompt step's own summary record.
+HELD_WITH_MODEL = PURE_KINDS | {"llm", "prompt"}
 
 
 class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
@@ -119,6 +122,9 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         self._deferred_fields: dict[str, Any] = {}
         self._deferred_events: list[tuple[str, dict[str, Any]]] = []
         self.start_deferred = False
+        # A model call's record (and its reply's last content event) held back until the next
+        # write: set by Effects.llm, cleared by write(). Only pure steps may run meanwhile.
+        self._held_effect = False
         # Tried in a batch (engine/batch.py): anything not pure raises NeedsThread before it
         # does anything, and the run's end is handed to the batch (`collected`), not written.
         self.pure_only = pure_only
@@ -248,7 +254,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             }
 
             entry = {"type": "step", **details}
-            if kind in PURE_KINDS:
+            if kind in PURE_KINDS or (self._held_effect and kind in HELD_WITH_MODEL):
                 self._deferred.append(entry)
                 self._deferred_fields.update(fields)
             else:
@@ -285,7 +291,9 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         with self._lock:
             held, self._deferred = self._deferred, []
             held_fields, self._deferred_fields = self._deferred_fields, {}
-            events, self._deferred_events = self._deferred_events, []
+            started, self._deferred_events = self._deferred_events, []
+            held_events, self._held_events = self._held_events, []
+            events = started + held_events
             all_entries = held + entries
             if not all_entries and then is None:
                 return
@@ -297,7 +305,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
                 if not ends:
                     # Put back: a write before the end means a side effect comes next.
                     self._deferred, self._deferred_fields = held, held_fields
-                    self._deferred_events = events
+                    self._deferred_events, self._held_events = started, held_events
                     raise NeedsThread()
                 # The run's end, in a batch: the batch writes it with the others' (one
                 # transaction), then emits `events` and runs `then` if its compare-and-set won.
@@ -317,6 +325,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             except (GuardFailed, IllegalTransition):
                 raise self.stopped_writing() from None
             self.start_deferred = False
+            self._held_effect = False
 
     def write_deferred(self) -> None:
         """Write the records held back (before a park's own write, or at a stop)."""
@@ -325,8 +334,15 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
     def before_effect(self) -> None:
         """Before a side effect begins: a run still shown as pending is shown running first
         (with the pure steps before it), so a long model call is not watched as queued."""
-        if self.start_deferred:
+        if self.start_deferred or self._held_effect:
             self.write([])
+
+    def raise_stop(self) -> None:
+        """As Stops.raise_stop; a run handed back at shutdown first writes a model call's held
+        record, so the run resumed elsewhere replays the call instead of repeating it."""
+        if self._held_effect and (self._stop_reason or self._poll(force=True)) == "handback":
+            self.write_deferred()
+        super().raise_stop()
 
     def note(self, type: str, *, path: str = "", message: str = "", **details: Any) -> None:
         """A history entry that is not a step (a retry, a log line)."""

@@ -80,6 +80,12 @@ class Effects:
             finally:
                 finished()
                 self._step_deadline = None
+            # The call's record, and its reply's last content event, are held back until the
+            # run's next write (the end, a park, or just before the next side effect), so a
+            # model run costs one transaction fewer; only pure steps run in between, and a
+            # hand-back writes it first (RunContext.raise_stop). Not for Python agents:
+            # arbitrary code runs between their steps.
+            self._held_effect = self.execution.agent.type != "python"
             self.flush()
             if self._stop_reason:
                 self.raise_stop()

@@ -34,11 +34,18 @@ class Stream:
         self._buffer_since = 0.0
         # While a write gathers its events (batched_events), they wait here for one INSERT.
         self._event_batch: list[ExecutionEvent] | None = None
+        # Events held back with a model call's record until the run's next write (they are
+        # stored there, in order, in its transaction): see RunContext._held_effect.
+        self._held_events: list[tuple[str, dict[str, Any]]] = []
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """Store a streamed event and publish it once the row is committed."""
         if self._event_batch is None and getattr(self, "pure_only", False):
             self.gate()  # type: ignore[attr-defined] - an event sent mid-run: not pure
+        if self._event_batch is None and getattr(self, "_held_effect", False):
+            with self._lock:
+                self._held_events.append((type, data))
+            return
         event = ExecutionEvent(execution_id=self.execution.pk, type=type, data=jsonable(data))
         # Under the run's lock: a write holds it through its commit, so an event stored here
         # (committed at once) never takes an id below one still uncommitted in another thread

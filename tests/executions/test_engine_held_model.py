@@ -1,0 +1,72 @@
+"""A model call's record is held back to the run's next write (ENGINE-INFLIGHT, issue 10): a
+one-prompt run writes its start and its end, not a third transaction for the step, and the
+reply's content event is stored in the end's transaction, in order. The lean OpenAI-compatible
+client (providers/openai_http.py) against a real local server: keep-alive reuse, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from executions import lifecycle
+from executions.engine import providers
+from executions.engine.providers import openai_http
+from executions.models import ExecutionEvent, Transition
+
+from .engine_helpers import drain, make_agent, start, steps
+from .llm_servers import OpenAIServer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prompt_run_writes_its_start_and_its_end_only(workspace, monkeypatch):
+    writes = []
+    append_many = lifecycle.append_many
+
+    def counted(execution, entries, **kwargs):
+        writes.append([e.get("type") for e in entries])
+        return append_many(execution, entries, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "append_many", counted)
+    with OpenAIServer([{"content": "Hello there."}]) as server:
+        model = {"provider": "openai", "name": "gpt-4o-mini", "base_url": server.base_url}
+        agent = make_agent(
+            workspace, "one-prompt", "workflow", {"model": model, "main": [{"prompt": "hi"}]}
+        )
+        execution = drain(start(agent, {}))
+    assert execution.status == "completed"
+    assert writes == [["start"], ["step", "finish"]]
+    assert steps(execution) == ["main[0]"]
+    step = Transition.objects.get(execution=execution, type="step")
+    assert step.step_kind == "prompt" and step.usage["total_tokens"] == 18
+    types = list(
+        ExecutionEvent.objects.filter(execution=execution)
+        .order_by("id")
+        .values_list("type", flat=True)
+    )
+    assert types == ["execution", "content", "done"]
+
+
+def test_the_lean_client_errors_as_the_sdk_did_and_retries_only_transient_ones():
+    with OpenAIServer([{"status": 400, "message": "bad model"}]) as server:
+        config = providers.resolve({"provider": "openai", "name": "x", "base_url": server.base_url})
+        with pytest.raises(providers.ProviderError) as caught:
+            providers.get("openai").complete(
+                config,
+                [{"role": "user", "content": "hi"}],
+                [],
+                on_delta=lambda *a: None,
+                should_stop=lambda: False,
+            )
+    assert str(caught.value) == "openai: HTTP 400: bad model"
+    assert not caught.value.transient and caught.value.status == 400
+    with OpenAIServer([{"status": 503}]) as server:
+        config = providers.resolve({"provider": "openai", "name": "x", "base_url": server.base_url})
+        with pytest.raises(providers.ProviderError) as caught:
+            providers.get("openai").complete(
+                config,
+                [{"role": "user", "content": "hi"}],
+                [],
+                on_delta=lambda *a: None,
+                should_stop=lambda: False,
+            )
+    assert caught.value.transient and caught.value.status == 503
+    assert openai_http.usable(server.base_url)
