@@ -102,17 +102,26 @@ def execution_list(request: HttpRequest) -> HttpResponse:
         ordering = "-created_at"
     cursor = request.GET.get("cursor") or None
     qs = _rows_only(selectors.execution_list(workspace=workspace, filters=filters))
-    try:
-        result = selectors.execution_page_ordered(
-            qs, ordering=ordering, cursor=cursor, limit=PAGE_SIZE
-        )
-    except StewardError as exc:
-        errors.append({"field": "cursor", "message": exc.message})
-        result = selectors.execution_page_ordered(qs, ordering=ordering, cursor=None, limit=50)
-        cursor = None
-    if cursor is None and request.GET.get("fragment") != "rows":
-        # The first page says how many runs match: exact up to COUNT_CAP, then "10,000+".
-        result.total, result.exact = selectors.count_capped(qs)
+    counted = cursor is None and request.GET.get("fragment") != "rows"
+    # The first page says how many runs match: exact up to COUNT_CAP, then "10,000+"; a
+    # metadata filter's matches are read once for both.
+    result = None
+    if counted:
+        result = selectors.execution_first_page_counted(qs, ordering=ordering, limit=PAGE_SIZE)
+    if result is None:
+        try:
+            result = selectors.execution_page_ordered(
+                qs, ordering=ordering, cursor=cursor, limit=PAGE_SIZE
+            )
+        except StewardError as exc:
+            errors.append({"field": "cursor", "message": exc.message})
+            result = selectors.execution_page_ordered(
+                qs, ordering=ordering, cursor=None, limit=PAGE_SIZE
+            )
+            cursor = None
+            counted = request.GET.get("fragment") != "rows"
+        if counted:
+            result.total, result.exact = selectors.count_capped(qs)
     attach_times(result.items)  # one meaning of a run's time: running, waits apart
     query = _list_query(request)
     more_url = None
