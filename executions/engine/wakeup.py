@@ -1,10 +1,11 @@
 """Wake idle workers as soon as work is queued, so none sits out a polling interval.
 
 In one process: every Worker subscribes a threading.Event that `notify()` sets. With Redis: a
-pub/sub message on CHANNEL that a listener thread in every worker process turns into the same
-local wake-up. A wake-up may carry a later due time (a sleep's end), so a worker busy with
-other runs knows when to claim it without asking the database. Workers still wait at most a
-long safety-net interval, against a lost message.
+pub/sub message on the deployment's channel (CHANNEL + its Redis database) that a listener
+thread in every worker process turns into the same local wake-up. A wake-up may carry a
+later due time (a sleep's end), so a worker busy with other runs knows when to claim it
+without asking the database. Workers still wait at most a long safety-net interval, against
+a lost message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.conf import settings
 
 logger = logging.getLogger("steward.engine")
 
-CHANNEL = "steward:wakeup"
+CHANNEL = "steward:wakeup"  # + ":<db>", the Redis database of REDIS_URL (channel_of)
 # Kept for callers that wait on "any work queued in this process".
 local_event = threading.Event()
 _subscribers: set[threading.Event] = set()
@@ -41,6 +42,14 @@ def _client():
 
             _redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
     return _redis
+
+
+def channel_of(client) -> str:
+    """The wake-up channel of the deployment on `client`'s Redis database. Pub/sub ignores
+    the database number: two deployments on one Redis server (say prod on /0, staging on /1,
+    or the tests and a bench on this machine) woke each other's workers for nothing, each
+    wake-up a claim that finds no row, on every worker, competing for a CPU."""
+    return f"{CHANNEL}:{client.connection_pool.connection_kwargs.get('db') or 0}"
 
 
 def subscribe() -> threading.Event:
@@ -164,9 +173,9 @@ def _publish(now: bool, at: float | None) -> None:
         return
     try:
         if now:
-            client.publish(CHANNEL, b"1")
+            client.publish(channel_of(client), b"1")
         if at is not None:
-            client.publish(CHANNEL, repr(at).encode())
+            client.publish(channel_of(client), repr(at).encode())
     except Exception:  # noqa: BLE001 - the poll interval is the fallback
         _failed_at = time.monotonic()
         logger.warning("could not publish worker wake-up", exc_info=True)
@@ -201,7 +210,7 @@ def _listen() -> None:
         try:
             client = redis.Redis.from_url(settings.REDIS_URL)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel_of(client))
             delay = 0.5
             for message in pubsub.listen():
                 if message and message.get("type") == "message":

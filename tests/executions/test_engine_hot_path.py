@@ -201,3 +201,12 @@ def test_a_batch_end_is_published_from_its_thread_unless_the_publisher_has_a_que
     assert handed == [[("g1", {"type": "x.y", "n": 3})]]
     assert subscriber.get_message(timeout=0.2) is None
     subscriber.close()
+
+
+def test_the_wake_up_channel_is_the_deployments_redis_database():
+    """Pub/sub ignores the database number: the channel carries it, so deployments sharing a
+    Redis server (on /0 and /1, say) do not wake each other's workers."""
+    import redis
+
+    assert wakeup.channel_of(redis.Redis.from_url("redis://127.0.0.1:6379/1")).endswith(":1")
+    assert wakeup.channel_of(redis.Redis.from_url("redis://127.0.0.1:6379")).endswith(":0")
