@@ -266,14 +266,16 @@ def execution_first_page_counted(qs: QuerySet, *, ordering: str | None, limit: i
     """execution_page_ordered's first page (no cursor) with its count, for a list marked
     one_pass_count (a metadata filter): its matches are read once for both (the dashboard read
     them twice, page then count: 5-12 ms each for one tenant at 1M runs). None when that cannot
-    answer (no match, or not marked): the page and count_capped the usual way."""
+    answer (not marked, an order it cannot spell): the page and count_capped the usual way."""
     if not getattr(qs.query, ONE_PASS, False):
         return None
     field, descending = _keyset_order(ordering)
     ordered = _keyset_ordered(qs, field, descending)
     counted = _one_pass_page(ordered, 0, limit + 1)
     if counted is None:
-        return None
+        if _order_columns(ordered) is None:
+            return None
+        return Page(items=[], total=0, page=1, limit=limit)  # from the start, nothing matched
     rows, total = counted
     if rows is None:  # more matches than the cap: the page alone, the count known capped
         page = execution_page_ordered(qs, ordering=ordering, cursor=None, limit=limit)
