@@ -6,6 +6,8 @@ does anything and finishes on a thread."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
@@ -27,6 +29,23 @@ def claim_all(count: int) -> list[Execution]:
     claimed = queue.claim(owner=OWNER, limit=100)
     assert len(claimed) == count
     return claimed
+
+
+@contextmanager
+def cancelled_before_the_write(victim: Execution):
+    """Someone cancels `victim` while the batch computes: after the claim, before the write."""
+    original = batch.write
+
+    def write_after_a_cancel(ready):
+        row = Execution.objects.get(pk=victim.pk)
+        lifecycle.transition(row, Status.CANCELLED, type="cancelled", message="stop")
+        return original(ready)
+
+    batch.write = write_after_a_cancel
+    try:
+        yield
+    finally:
+        batch.write = original
 
 
 def assert_written_once(execution: Execution, n: int) -> None:
@@ -102,18 +121,8 @@ def test_a_run_alone_cancelled_before_its_write_is_not_written(workspace):
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
     victim = start(agent, {"n": 1})
     claimed = claim_all(1)
-    original = batch.write
-
-    def write_after_a_cancel(ready):
-        row = Execution.objects.get(pk=victim.pk)
-        lifecycle.transition(row, Status.CANCELLED, type="cancelled", message="stop")
-        return original(ready)
-
-    batch.write = write_after_a_cancel
-    try:
+    with cancelled_before_the_write(victim):
         leftover = batch.run_batch(claimed, owner=OWNER)
-    finally:
-        batch.write = original
     assert [execution.pk for execution, _ in leftover] == [victim.pk]
     for execution, rows in leftover:
         runner.run_claimed(execution, owner=OWNER, rows=rows)
@@ -156,19 +165,8 @@ def test_a_run_cancelled_before_the_batch_write_is_not_written_and_the_others_ar
     runs = [start(agent, {"n": n}) for n in range(4)]
     claimed = claim_all(4)
     victim = runs[2]
-    # Cancelled by someone while the batch computes (after the claim, before the write).
-    original = batch.write
-
-    def write_after_a_cancel(ready):
-        row = Execution.objects.get(pk=victim.pk)
-        lifecycle.transition(row, Status.CANCELLED, type="cancelled", message="stop")
-        return original(ready)
-
-    batch.write = write_after_a_cancel
-    try:
+    with cancelled_before_the_write(victim):
         leftover = batch.run_batch(claimed, owner=OWNER)
-    finally:
-        batch.write = original
     # The loser goes back to the caller (a thread), whose own write then finds it cancelled.
     assert [execution.pk for execution, _ in leftover] == [victim.pk]
     for execution, rows in leftover:
