@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from executions import lifecycle
-from executions.engine import providers
+from executions.engine import providers, queue, runner
 from executions.engine.providers import openai_http
-from executions.models import ExecutionEvent, Transition
+from executions.models import Execution, ExecutionEvent, Transition
 
 from .engine_helpers import drain, make_agent, start, steps
 from .llm_servers import OpenAIServer
@@ -70,3 +70,46 @@ def test_the_lean_client_errors_as_the_sdk_did_and_retries_only_transient_ones()
             )
     assert caught.value.transient and caught.value.status == 503
     assert openai_http.usable(server.base_url)
+
+
+class _StoppingWorker:
+    """Just enough of a Worker: it starts shutting down the moment a model call has returned
+    (its record held back), before the run's next step."""
+
+    ctx = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.ctx is not None and self.ctx._held_effect
+
+    def stop_reason(self, key: str) -> None:
+        return None
+
+    def watch_call(self, ctx, signal) -> int:
+        self.ctx = ctx
+        return 0
+
+    def unwatch_call(self, key: int) -> None:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hand_back_right_after_a_model_call_writes_its_held_record(workspace):
+    with OpenAIServer([{"content": "Only once."}]) as server:
+        model = {"provider": "openai", "name": "gpt-4o-mini", "base_url": server.base_url}
+        agent = make_agent(
+            workspace,
+            "prompt-then-more",
+            "workflow",
+            {"model": model, "main": [{"prompt": "hi"}, {"evaluate": {"x": "1 + 1"}}]},
+        )
+        execution = start(agent, {})
+        assert queue.claim_one(execution.pk, owner="w1")
+        claimed = Execution.objects.select_related("agent", "agent_version").get(pk=execution.pk)
+        runner.run_claimed(claimed, owner="w1", worker=_StoppingWorker())
+        execution.refresh_from_db()
+        assert execution.status == "running" and execution.lease_owner == ""
+        assert steps(execution) == ["main[0]"]  # written before the hand-back
+        execution = drain(execution)
+        assert execution.status == "completed"
+        assert len(server.requests) == 1  # replayed on resume, not called again
