@@ -1,5 +1,6 @@
 """The openai and anthropic providers against real local servers speaking their wire protocols
-(SSE streaming, tool calls, usage, errors) — the SDKs are used unpatched, over TCP."""
+(SSE streaming, tool calls, usage, errors), over TCP: the anthropic SDK unpatched, and the
+openai provider's own streamed client (providers/openai_http.py; the SDK only behind a proxy)."""
 
 from __future__ import annotations
 
@@ -243,7 +244,9 @@ def test_cancel_closes_the_provider_call_in_flight(workspace, owner):
             runner.run(execution.pk)
             connections.close_all()
 
-        thread = threading.Thread(target=run)
+        # A daemon: if the cancel fails to end the call, the test fails instead of the
+        # process never exiting behind a thread stuck on the hanging server.
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         assert server.request_started.wait(10)
         services.execution_cancel(
