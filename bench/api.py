@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import httpx
 from api_peers import run_prefect
 from api_profile import profile
-from api_wrk import analyze, lua_script, measure, wait_up
+from api_wrk import measure_op, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -188,12 +188,11 @@ def run_steward(args: argparse.Namespace) -> None:
             seeded.append((target, base, proc, steward_ops(agent_id, key), ids))
         for name in args.ops:
             for target, base, proc, ops, ids in seeded:
-                method, path, headers, body = ops[name]
-                analyze(database)
-                measure(
+                measure_op(
                     name,
                     base,
-                    lua_script(method, path, headers, body, ids),
+                    ops[name],
+                    ids,
                     args=args,
                     server_pid=proc.pid if proc else None,
                     database=database,

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from api_wrk import analyze, lua_script, measure, wait_up
+from api_wrk import measure_op, wait_up
 
 OUT = Path(__file__).resolve().parent / "out"
 PEERS_VENV = OUT / "peers-venv"
@@ -80,27 +80,23 @@ def run_prefect(args: argparse.Namespace) -> None:
                 r.raise_for_status()
                 ids.append(r.json()["id"])
         headers = {"Content-Type": "application/json"}
+        create = '{"flow_id": "' + flow["id"] + '", "parameters": {"n": {n}}}'
         ops = {
-            "create-execution": (
-                "POST",
-                "/api/flow_runs/",
-                '{"flow_id": "' + flow["id"] + '", "parameters": {"n": {n}}}',
-            ),
-            "get-execution": ("GET", "/api/flow_runs/{id}", ""),
+            "create-execution": ("POST", "/api/flow_runs/", headers, create),
+            "get-execution": ("GET", "/api/flow_runs/{id}", headers, ""),
         }
-        for name, (method, path, body) in ops.items():
-            if name not in args.ops:
-                continue
-            analyze(database)
-            measure(
-                name,
-                base,
-                lua_script(method, path, headers, body, ids),
-                args=args,
-                server_pid=proc.pid,
-                database=database,
-                target="prefect 3 server",
-            )
+        for name, op in ops.items():
+            if name in args.ops:
+                measure_op(
+                    name,
+                    base,
+                    op,
+                    ids,
+                    args=args,
+                    server_pid=proc.pid,
+                    database=database,
+                    target="prefect 3 server",
+                )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)

@@ -200,3 +200,23 @@ def wait_up(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
         except httpx.HTTPError:
             time.sleep(0.3)
     raise SystemExit(f"server at {url} did not start")
+
+
+def measure_op(
+    name: str,
+    base: str,
+    op: tuple[str, str, dict[str, str], str],
+    ids: list[str],
+    *,
+    args: argparse.Namespace,
+    server_pid: int | None,
+    database: str | None,
+    target: str,
+) -> dict:
+    """Fresh statistics, then one operation, `op` = (method, path, headers, body), measured."""
+    method, path, headers, body = op
+    analyze(database)
+    script = lua_script(method, path, headers, body, ids)
+    return measure(
+        name, base, script, args=args, server_pid=server_pid, database=database, target=target
+    )

@@ -45,30 +45,28 @@ def test_a_prompt_run_writes_its_start_and_its_end_only(workspace, monkeypatch):
     assert types == ["execution", "content", "done"]
 
 
+def ask(server) -> providers.ProviderError:
+    """One call through the openai provider to `server`; the error it raises."""
+    config = providers.resolve({"provider": "openai", "name": "x", "base_url": server.base_url})
+    with pytest.raises(providers.ProviderError) as caught:
+        providers.get("openai").complete(
+            config,
+            [{"role": "user", "content": "hi"}],
+            [],
+            on_delta=lambda *a: None,
+            should_stop=lambda: False,
+        )
+    return caught.value
+
+
 def test_the_lean_client_errors_as_the_sdk_did_and_retries_only_transient_ones():
     with OpenAIServer([{"status": 400, "message": "bad model"}]) as server:
-        config = providers.resolve({"provider": "openai", "name": "x", "base_url": server.base_url})
-        with pytest.raises(providers.ProviderError) as caught:
-            providers.get("openai").complete(
-                config,
-                [{"role": "user", "content": "hi"}],
-                [],
-                on_delta=lambda *a: None,
-                should_stop=lambda: False,
-            )
-    assert str(caught.value) == "openai: HTTP 400: bad model"
-    assert not caught.value.transient and caught.value.status == 400
+        caught = ask(server)
+    assert str(caught) == "openai: HTTP 400: bad model"
+    assert not caught.transient and caught.status == 400
     with OpenAIServer([{"status": 503}]) as server:
-        config = providers.resolve({"provider": "openai", "name": "x", "base_url": server.base_url})
-        with pytest.raises(providers.ProviderError) as caught:
-            providers.get("openai").complete(
-                config,
-                [{"role": "user", "content": "hi"}],
-                [],
-                on_delta=lambda *a: None,
-                should_stop=lambda: False,
-            )
-    assert caught.value.transient and caught.value.status == 503
+        caught = ask(server)
+    assert caught.transient and caught.status == 503
     assert openai_http.usable(server.base_url)
 
 
