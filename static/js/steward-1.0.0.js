@@ -139,7 +139,17 @@
     if (children.length && left === 0) d.shouldSwap = false;
     var empty = document.getElementById(d.target.id === "inbox-items" ? "inbox-empty" : "exec-empty");
     if (empty && (d.target.id === "exec-rows" || d.target.id === "inbox-items") && left) empty.hidden = true;
+    if (d.target.id === "exec-rows" && left) countRows(left);
   });
+  // New runs inserted live are runs the list's filters match: an exact total counts them
+  // (an estimate, "10,000+", stays as it is).
+  function countRows(added) {
+    var total = document.getElementById("exec-total");
+    if (!total || total.dataset.exact !== "1") return;
+    var n = parseInt(total.dataset.total, 10) + added;
+    total.dataset.total = String(n);
+    total.textContent = n.toLocaleString("en-US") + " execution" + (n === 1 ? "" : "s");
+  }
   // The pending tabs list soonest due first (no deadline last), then oldest, then id: a live
   // insert arrives at the end and is moved to where a reload would show it.
   function dueKey(li) {

@@ -49,6 +49,27 @@ def test_a_run_started_from_the_agents_page_changes_status_live_on_the_list(
     assert watcher.locator("#exec-rows tr").first.get_attribute("id") == f"exec-{execution_id}"
 
 
+def test_the_lists_total_counts_the_runs_that_arrive_live(open_page, demo, owner):
+    def refund(amount: float) -> Execution:
+        execution, _ = services.execution_start(
+            workspace=owner.workspace,
+            agent=demo["refund-desk"],
+            input={"order_id": "A-1003", "amount": amount},
+        )
+        return wait_settled_sync(execution.pk, timeout=15)
+
+    refund(20)
+    watcher = open_page(owner, "/executions/")
+    expect(watcher.locator("#live-state")).to_have_attribute("data-state", "open")
+    expect(watcher.locator("#exec-total")).to_have_text("1 execution")
+    second = refund(30)
+    expect(watcher.locator(f"#exec-{second.pk}")).to_be_visible()
+    expect(watcher.locator("#exec-total")).to_have_text("2 executions")
+    # An update in place (the same run again) is not a new run.
+    expect(watcher.locator(f"#exec-{second.pk} .badge")).to_have_text("Completed")
+    assert watcher.locator("#exec-rows > tr[id^='exec-']").count() == 2
+
+
 def test_a_reviewer_edits_the_refund_amount_approves_and_sees_it_finish(
     open_page, demo, owner, teammate
 ):
