@@ -20,6 +20,14 @@ THREE_STEPS = {
 }
 
 
+def prompt_workflow(base_url: str) -> dict[str, Any]:
+    """One prompt to an OpenAI-compatible server at `base_url` (a local test server)."""
+    return {
+        "model": {"provider": "openai", "name": "m", "base_url": base_url},
+        "main": [{"prompt": "hello", "unwrap": True}],
+    }
+
+
 def make_agent(
     workspace: Any,
     name: str,

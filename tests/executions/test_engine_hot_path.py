@@ -22,7 +22,7 @@ from executions.lifecycle import TERMINAL
 from executions.live import events
 from executions.models import Execution, ExecutionEvent
 
-from .engine_helpers import THREE_STEPS, make_agent, start
+from .engine_helpers import THREE_STEPS, make_agent, prompt_workflow, start
 from .llm_servers import OpenAIServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -104,10 +104,7 @@ def test_a_busy_worker_claims_a_sleeper_when_due_while_a_long_run_is_in_flight(w
             workspace,
             "slow",
             "workflow",
-            {
-                "model": {"provider": "openai", "name": "m", "base_url": server.base_url},
-                "main": [{"prompt": "hello", "unwrap": True}],
-            },
+            prompt_workflow(server.base_url),
         )
         sleeper = make_agent(
             workspace,

@@ -16,7 +16,7 @@ from executions.engine.worker import Worker
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
 
-from .engine_helpers import make_agent, start
+from .engine_helpers import make_agent, prompt_workflow, start
 from .llm_servers import OpenAIServer
 
 
@@ -111,10 +111,7 @@ def test_runs_waiting_on_a_model_exceed_the_gate(workspace, monkeypatch):
             workspace,
             "model",
             "workflow",
-            {
-                "model": {"provider": "openai", "name": "m", "base_url": server.base_url},
-                "main": [{"prompt": "hello", "unwrap": True}],
-            },
+            prompt_workflow(server.base_url),
         )
         runs = [start(agent, {}) for _ in range(4)]
         worker = Worker(name="gated", concurrency=4, poll_interval=5.0)
