@@ -46,6 +46,17 @@ def claim(*, owner: str, limit: int) -> list[Execution]:
         return []
     now = timezone.now()
     postgres = connection.vendor == "postgresql"
+    sql = _claim_sql.get(connection.vendor) or _claim_sql.setdefault(connection.vendor, _claim())
+    params = [owner, lease_until(now), now, now, int(limit)]
+    if postgres:
+        return _rows(sql, params)
+    with transaction.atomic():  # IMMEDIATE on SQLite (settings): one claimer at a time
+        return _rows(sql, params)
+
+
+def _claim() -> str:
+    """The claim's statement on this connection's database (the same text every time)."""
+    postgres = connection.vendor == "postgresql"
     skip_locked = (
         " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     )
@@ -55,17 +66,16 @@ def claim(*, owner: str, limit: int) -> list[Execution]:
     # turns the flush off for this statement's own transaction only, without a round trip of
     # its own (docs/decisions.md, "Engine").
     no_flush = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL" if postgres else ""
-    sql = (
+    return (
         f"UPDATE {TABLE} SET lease_owner = %s, lease_expires_at = %s WHERE id IN ("
         f"SELECT id FROM {TABLE} WHERE {LIVE} AND runnable_at <= %s"
         f" AND (lease_owner = '' OR lease_expires_at < %s)"
         f" ORDER BY runnable_at LIMIT %s{skip_locked}){no_flush} RETURNING {_returning()}"
     )
-    params = [owner, lease_until(now), now, now, int(limit)]
-    if postgres:
-        return _rows(sql, params)
-    with transaction.atomic():  # IMMEDIATE on SQLite (settings): one claimer at a time
-        return _rows(sql, params)
+
+
+# Per database vendor: the claim's statement, built once (it was built per claim).
+_claim_sql: dict[str, str] = {}
 
 
 def _returning() -> str:

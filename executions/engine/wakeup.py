@@ -1,11 +1,17 @@
 """Wake idle workers as soon as work is queued, so none sits out a polling interval.
 
-In one process: every Worker subscribes a threading.Event that `notify()` sets. With Redis: a
-pub/sub message on the deployment's channel (CHANNEL + its Redis database) that a listener
-thread in every worker process turns into the same local wake-up. A wake-up may carry a
-later due time (a sleep's end), so a worker busy with other runs knows when to claim it
-without asking the database. Workers still wait at most a long safety-net interval, against
-a lost message.
+In one process: every Worker subscribes a threading.Event that `notify()` sets. With Redis,
+between processes, work due now is ONE token on a Redis list (TOKENS), taken by one worker
+process that has room for it (a blocking BLPOP on a thread of its own, only while one of its
+workers could claim): one idle worker wakes and claims, not every worker at once, each one's
+claim competing for the CPU with the one that will get the row (~1 ms of an idle run's
+latency on two cores, docs/performance.md "Engine"). A process that takes a token and has no
+room after all pushes it back for another. A worker whose claim filled its batch passes a
+token on, so the others join a backlog. A later due time (a sleep's end) goes to every
+process on the deployment's pub/sub channel (CHANNEL + its Redis database), so a worker busy
+with other runs knows when to claim it without asking the database. The row stays the
+queue: a token lost (a process killed holding it) or trimmed only delays a run until a worker
+next looks (a run's end, its due-time query, at worst the safety-net interval).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import atexit
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -26,6 +33,15 @@ local_event = threading.Event()
 _subscribers: set[threading.Event] = set()
 # Per subscriber: the earliest later due time announced to it (time.monotonic()).
 _hints: dict[threading.Event, float] = {}
+# Per subscriber that said so: whether it could claim now (a worker with room).
+_ready: dict[threading.Event, Callable[[], bool]] = {}
+# Signalled when a subscriber may have room again (a run ended): the token taker waits on it.
+_room = threading.Condition()
+# Tokens kept at most: more would only be claims that find nothing once workers have room.
+TOKENS_MAX = 16
+# How long one BLPOP blocks before the taker looks at its room again (not a polling interval:
+# a token wakes it at once).
+TOKEN_WAIT_SECONDS = 5
 _subscribers_lock = threading.Lock()
 _redis = None
 _lock = threading.Lock()
@@ -52,10 +68,21 @@ def channel_of(client) -> str:
     return f"{CHANNEL}:{client.connection_pool.connection_kwargs.get('db') or 0}"
 
 
-def subscribe() -> threading.Event:
+def tokens_of(client) -> str:
+    """The deployment's list of due-now tokens (on its own Redis database already)."""
+    return f"{channel_of(client)}:tokens"
+
+
+def subscribe(ready: Callable[[], bool] | None = None) -> threading.Event:
+    """An event set on every wake-up of this process. `ready`: whether the subscriber could
+    claim now; this process takes due-now tokens only while one of its subscribers could
+    (one without `ready` always could)."""
     event = threading.Event()
     with _subscribers_lock:
         _subscribers.add(event)
+        if ready is not None:
+            _ready[event] = ready
+    room_changed()
     return event
 
 
@@ -63,6 +90,20 @@ def unsubscribe(event: threading.Event) -> None:
     with _subscribers_lock:
         _subscribers.discard(event)
         _hints.pop(event, None)
+        _ready.pop(event, None)
+
+
+def has_room() -> bool:
+    """Whether a subscriber of this process could claim now."""
+    with _subscribers_lock:
+        subscribers = [_ready.get(event) for event in _subscribers]
+    return any(ready is None or ready() for ready in subscribers)
+
+
+def room_changed() -> None:
+    """A subscriber may have room again (a run ended): the token taker looks again."""
+    with _room:
+        _room.notify_all()
 
 
 def _wake_local(at: float | None = None) -> None:
@@ -123,6 +164,18 @@ def notify(at: datetime | None = None) -> None:
         _send_cond.notify_all()  # the sender (and any flush() waiting)
 
 
+def pass_on() -> None:
+    """A worker's claim filled its batch: one more token, for another worker with room to
+    join (sent by the sender thread; the claiming thread goes on at once)."""
+    global _want_now
+    if not settings.REDIS_URL:
+        return
+    with _send_cond:
+        _want_now = True
+        _start_sender()
+        _send_cond.notify_all()
+
+
 # The sender's pending requests: a due-now wake-up, and the earliest later due time.
 _send_cond = threading.Condition()
 _want_now = False
@@ -173,7 +226,12 @@ def _publish(now: bool, at: float | None) -> None:
         return
     try:
         if now:
-            client.publish(channel_of(client), b"1")
+            # One token for one worker; the list trimmed so tokens nobody took (every worker
+            # busy) do not pile up.
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(tokens_of(client), b"1")
+            pipe.ltrim(tokens_of(client), 0, TOKENS_MAX - 1)
+            pipe.execute()
         if at is not None:
             client.publish(channel_of(client), repr(at).encode())
     except Exception:  # noqa: BLE001 - the poll interval is the fallback
@@ -191,15 +249,54 @@ def _due_of(data: object) -> float | None:
 
 
 def start_listener() -> None:
-    """Listen to the Redis channel in a daemon thread (once per process; no-op without Redis)."""
-    global _listener
+    """Listen to the Redis channel and take due-now tokens, each in a daemon thread (once per
+    process; no-op without Redis)."""
+    global _listener, _taker
     if not settings.REDIS_URL:
         return
     with _lock:
-        if _listener is not None and _listener.is_alive():
-            return
-        _listener = threading.Thread(target=_listen, name="steward-wakeup", daemon=True)
-        _listener.start()
+        if _listener is None or not _listener.is_alive():
+            _listener = threading.Thread(target=_listen, name="steward-wakeup", daemon=True)
+            _listener.start()
+        if _taker is None or not _taker.is_alive():
+            _taker = threading.Thread(target=_take, name="steward-wakeup-take", daemon=True)
+            _taker.start()
+
+
+_taker: threading.Thread | None = None
+
+
+def _take() -> None:
+    """Take due-now tokens while this process has room, and wake its workers with each."""
+    import redis  # only with REDIS_URL, as above
+
+    delay = 0.5
+    while True:
+        try:
+            # A socket timeout longer than the BLPOP's own (redis-py's default is not).
+            client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=TOKEN_WAIT_SECONDS + 10
+            )
+            key = tokens_of(client)
+            delay = 0.5
+            while True:
+                with _room:
+                    _room.wait_for(has_room, timeout=TOKEN_WAIT_SECONDS)
+                if has_room() and client.blpop([key], timeout=TOKEN_WAIT_SECONDS):
+                    take_token(client, key)
+        except Exception:  # noqa: BLE001 - reconnect; the row is still the queue
+            logger.warning("wake-up token taker lost Redis; reconnecting", exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def take_token(client, key: str) -> None:
+    """A token taken: wake this process's workers, or — no room left since the BLPOP began
+    (runs started meanwhile) — push it back for another process."""
+    if has_room():
+        _wake_local()
+    else:
+        client.lpush(key, b"1")
 
 
 def _listen() -> None:

@@ -111,7 +111,11 @@ class Worker:
         self._held_lock = threading.Lock()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
-        self._wake = wakeup.subscribe()
+        # How many runs the last batch finished without a thread (engine/batch.py): a claim
+        # may take that many beyond the free threads, since pure runs need none.
+        self._batch_credit = CLAIM_BATCH
+        # Due-now wake-ups between processes are tokens taken only while this has room.
+        self._wake = wakeup.subscribe(ready=self.has_room)
         # Why a held execution must stop (cancelled, lease lost), from one poll for all of them.
         self._stop_reasons: dict[str, str] = {}
         # Model calls in flight: (run context, stop signal), tripped by the maintenance tick.
@@ -121,9 +125,6 @@ class Worker:
         # The next due time the idle query found (monotonic), reused while runs are in flight.
         self._next_due = 0.0
         self._next_due_read = -IDLE_QUERY_SECONDS  # when (monotonic) it was last read
-        # How many runs the last batch finished without a thread (engine/batch.py): a claim
-        # may take that many beyond the free threads, since pure runs need none.
-        self._batch_credit = CLAIM_BATCH
         # Renewal and the cancel poll on a connection of their own (never starved by runs).
         self._keeper = queue.LeaseKeeper()
         # Run threads computing at once; the others wait blocked (a model call gives its
@@ -193,6 +194,17 @@ class Worker:
     def inflight(self) -> int:
         return self._inflight
 
+    def claim_limit(self) -> int:
+        """How many runs the next claim may take: the free threads, plus what the last batch
+        finished without one."""
+        free = self.concurrency - self._inflight
+        return min(max(free, 0) + self._batch_credit, CLAIM_BATCH)
+
+    def has_room(self) -> bool:
+        """Whether a claim now could take a run (wakeup: this process takes due-now tokens
+        only then, so a token goes to a worker that can use it)."""
+        return not self.stopping and self.claim_limit() > 0
+
     def stop(self) -> None:
         """Stop claiming; running executions hand back at their next step boundary."""
         if not self.stopping:
@@ -239,8 +251,7 @@ class Worker:
                 hint = wakeup.take_hint(self._wake)
                 if hint is not None:
                     self._next_due = min(self._next_due, hint)
-                free = self.concurrency - self._inflight
-                limit = min(max(free, 0) + self._batch_credit, CLAIM_BATCH)
+                limit = self.claim_limit()
                 claimed = self._claim(limit) if limit > 0 else []
                 fresh = []
                 for execution in claimed:
@@ -260,7 +271,10 @@ class Worker:
                 if limit <= 0:
                     self._wake.wait(self.max_idle)  # a run that ends wakes the loop
                 elif len(claimed) >= limit:
-                    continue  # a full batch: more may be due, claim again at once
+                    # A full batch: more may be due. Claim again at once, and pass a token on
+                    # so that another worker with room joins (only one was woken).
+                    wakeup.pass_on()
+                    continue
                 elif self._inflight and self._due_in() > 0:
                     # The queue had no more due rows a moment ago, and every later due time
                     # arrives as a wake-up's hint (a sleep's end) or was computed before: no
@@ -345,6 +359,8 @@ class Worker:
                 finished += 1
         with self._inflight_lock:
             self.completed += finished
+        if finished and not self._batch_credit:
+            wakeup.room_changed()  # pure runs may be claimed again with every thread busy
         self._batch_credit = finished
         return leftover
 
@@ -361,6 +377,7 @@ class Worker:
                 self._inflight -= 1
                 self.completed += 1
             self._wake.set()
+            wakeup.room_changed()  # room again: this process takes due-now tokens
             close_old_connections()
 
     # --- maintenance -----------------------------------------------------------------------------
