@@ -1,4 +1,4 @@
-"""The after-commit work of starts committed on the event loop (services/executions.py,
+"""The after-commit work of starts committed on the event loop (services/loopstarts.py,
 `_after_commit`): one drain on the loop's executor takes every start committed while it runs
 (no hand-over per start, docs/performance.md "Create tail"), wakes the workers once for them,
 then publishes each start in order; a start after a quiet spell begins a new drain. No
@@ -10,7 +10,7 @@ import asyncio
 
 from executions import lifecycle, tasks
 from executions.models import Execution, Transition
-from executions.services import executions as starts
+from executions.services import loopstarts as starts
 
 
 def test_starts_committed_while_a_drain_runs_are_taken_by_it(monkeypatch):

@@ -3,19 +3,13 @@ executions.lifecycle, the one writer of Execution.status."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
-import re
-import threading
-import time
-from collections import deque
 from typing import Any
 
-import psycopg
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from executions import bulk, lifecycle, tasks
@@ -26,7 +20,6 @@ from executions.models import (
     AgentType,
     AgentVersion,
     Execution,
-    Transition,
     Workspace,
     new_id,
 )
@@ -127,7 +120,7 @@ def execution_new(
     retry_of: Execution | None = None,
 ) -> Execution:
     """A start's new row, validated and unsaved (no query): execution_start's checks, shared
-    with the start written on the event loop (execution_start_on)."""
+    with the starts written on the event loop (services/loopstarts.py)."""
     input = {} if input is None else input
     metadata = metadata or {}
     if not isinstance(metadata, dict):
@@ -175,189 +168,6 @@ def execution_new(
         # An external system runs these and reports back: no worker ever claims them.
         runnable_at=None if agent.type == AgentType.EXTERNAL else timezone.now(),
     )
-
-
-async def execution_start_on(
-    conn: Any,
-    db: Any,
-    *,
-    workspace: Workspace,
-    agent: Agent,
-    by_name: bool,
-    input: Any,
-    metadata: dict | None,
-    session_id: str | None,
-    idempotency_key: str | None,
-    actor: Actor,
-) -> Execution | None:
-    """execution_start's common case as ONE statement on an autocommit async psycopg
-    connection (`conn`; `db` a Django connection wrapper that never connects, for the
-    columns' adapters), for the API's event loop (executions/api/loopcreate.py).
-
-    `agent` (with its current version) comes from the caller's cache: the statement inserts
-    only if the agent is still live in the workspace with the same type, current version
-    (and name, when it was named), so a stale cache cannot start a run the full path would
-    refuse. The row and its `init` entry are one statement, hence one transaction, committed
-    (and flushed) before this returns. Returns None, having written nothing, when the guard
-    fails or the Idempotency-Key is taken (ON CONFLICT DO NOTHING): the caller then goes the
-    full way, which answers the replay, the 404 or the conflict. Validation errors raise
-    before anything is sent."""
-    execution = execution_new(
-        workspace=workspace,
-        agent=agent,
-        input=input,
-        metadata=metadata,
-        session_id=session_id,
-        idempotency_key=idempotency_key,
-        actor=actor,
-    )
-    step = lifecycle.start_entry(execution, actor=actor, input=execution.input)
-    sql, fields = _start_sql(db, by_name)
-    version_id = agent.current_version_id
-    guard = [agent.pk, workspace.pk, agent.type, version_id, *([agent.name] if by_name else [])]
-    params = [
-        *(f.get_db_prep_value(v, db) for f, v in zip(fields[0], guard, strict=True)),
-        *(f.get_db_prep_save(f.pre_save(execution, True), db) for f in fields[1]),
-        *(f.get_db_prep_save(f.pre_save(step, True), db) for f in fields[2]),
-    ]
-    try:
-        # A raw cursor: the statement is written with $n already. psycopg converts `%s` per
-        # call, uncached past 50 parameters (a sixth of a create's Python on the loop).
-        async with psycopg.AsyncRawCursor(conn) as cursor:
-            await cursor.execute(sql, params, prepare=True)
-            row = await cursor.fetchone()
-    except psycopg.Error as exc:
-        if exc.sqlstate is None:  # no answer from the server: committed or not, unknown
-            raise StartUnknown(str(exc)) from exc
-        raise  # the server refused the statement: nothing was written
-    if row is None:
-        return None
-    step.pk = row[0]
-    for obj in (execution, step):
-        obj._state.adding = False
-        obj._state.db = db.alias
-    # The live event, the listeners (which may query) and the wake-up (which may PUBLISH
-    # inline): what the full path runs on commit, on a thread, not on the loop.
-    _after_commit(execution, step, wake=agent.type != AgentType.EXTERNAL)
-    return execution
-
-
-# Starts committed on the loop whose after-commit work is still to do, and whether a drain is
-# running on the loop's executor. A hand-over to the executor per start (a future, a queue put
-# waking a thread, the thread taking the GIL) was ~11 % of a web worker's GIL-held samples
-# under wrk's creates, and the thread's run ~7 % more (docs/performance.md, "Create tail").
-# A drain lingers LINGER_POLLS x LINGER_SECONDS after its last batch, taking the starts that
-# arrive meanwhile without a hand-over: under load the loop hands over almost nothing and a
-# start's event waits at most LINGER_SECONDS; the first start after a quiet spell goes at once.
-LINGER_SECONDS = 0.002
-LINGER_POLLS = 3
-_committed: deque[tuple[Execution, Any, bool]] = deque()
-_committed_lock = threading.Lock()
-_draining = False
-
-
-def _after_commit(execution: Execution, step: Any, *, wake: bool) -> None:
-    global _draining
-    with _committed_lock:
-        _committed.append((execution, step, wake))
-        if _draining:
-            return
-        _draining = True
-    # The default executor: asyncio.run (the tests) and uvicorn's shutdown wait for it, so no
-    # committed start's event is lost when the loop ends.
-    asyncio.get_running_loop().run_in_executor(None, _drain_committed)
-
-
-def _drain_committed() -> None:
-    global _draining
-    quiet = 0
-    try:
-        while True:
-            with _committed_lock:
-                batch = list(_committed)
-                _committed.clear()
-                if not batch and quiet >= LINGER_POLLS:
-                    _draining = False
-                    return
-            if batch:
-                _started(batch)
-                quiet = 0
-            else:
-                quiet += 1
-                time.sleep(LINGER_SECONDS)
-    except BaseException:
-        with _committed_lock:
-            _draining = False  # the next start begins a new drain
-        raise
-    finally:
-        close_old_connections()  # a listener's query: the connection back, as after a request
-
-
-def _started(batch: list[tuple[Execution, Any, bool]]) -> None:
-    """What the full path runs on commit, for starts committed on the loop: the workers woken
-    first (they need the rows; ONE wake-up covers every run of the batch, all committed),
-    then each start's live event and listeners."""
-    woken = [execution.pk for execution, _, wake in batch if wake]
-    try:
-        if woken:
-            tasks.enqueue_run(woken[-1])
-    except Exception:  # best effort, as on commit: the runs are in the database
-        logger.exception("waking the workers for execution %s", woken[-1])
-    for execution, step, _ in batch:
-        try:
-            lifecycle.start_committed(execution, step)
-        except Exception:  # best effort, as on commit: the run is in the database
-            logger.exception("after starting execution %s", execution.pk)
-
-
-class StartUnknown(Exception):
-    """execution_start_on lost the database mid-statement: the start may have committed."""
-
-
-_start_cache: dict[tuple[str, bool], tuple[str, tuple]] = {}
-
-
-def _start_sql(db: Any, by_name: bool) -> tuple[str, tuple]:
-    """execution_start_on's statement (compiled once per database and guard, with psycopg's
-    raw `$n` placeholders) and the fields whose values fill it: the agent guard's, the
-    execution's columns, the entry's columns."""
-    cached = _start_cache.get((db.vendor, by_name))
-    if cached is not None:
-        return cached
-    quote = db.ops.quote_name
-    agent = Agent._meta
-    guard = [agent.pk, agent.get_field("workspace"), agent.get_field("type")]
-    guard.append(agent.get_field("current_version"))
-    where = (
-        f"{quote(guard[0].column)} = %s AND {quote(guard[1].column)} = %s "
-        f"AND {quote('deleted_at')} IS NULL AND {quote(guard[2].column)} = %s "
-        f"AND {quote(guard[3].column)} IS NOT DISTINCT FROM %s"
-    )
-    if by_name:
-        guard.append(agent.get_field("name"))
-        where += f" AND {quote(guard[4].column)} = %s"
-
-    def columns(model) -> tuple[list, str, str]:
-        meta = model._meta
-        fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
-        names = ", ".join(quote(f.column) for f in fields)
-        return (
-            fields,
-            f"INSERT INTO {quote(meta.db_table)} ({names})",
-            ", ".join(["%s"] * len(fields)),
-        )
-
-    e_fields, e_insert, e_values = columns(Execution)
-    t_fields, t_insert, t_values = columns(Transition)
-    sql = (
-        f"WITH _agent AS (SELECT 1 FROM {quote(agent.db_table)} WHERE {where}), "
-        f"_row AS ({e_insert} SELECT {e_values} FROM _agent ON CONFLICT DO NOTHING RETURNING 1) "
-        f"{t_insert} SELECT {t_values} FROM _row RETURNING {quote(Transition._meta.pk.column)}"
-    )
-    numbers = iter(range(1, sql.count("%s") + 1))
-    sql = re.sub("%s", lambda _: f"${next(numbers)}", sql)
-    cached = _start_cache[(db.vendor, by_name)] = (sql, (guard, e_fields, t_fields))
-    return cached
 
 
 def execution_start_child(
