@@ -1,8 +1,8 @@
 """The after-commit work of starts committed on the event loop (services/loopstarts.py,
 `_after_commit`): one drain on the loop's executor takes every start committed while it runs
 (no hand-over per start, docs/performance.md "Create tail"), wakes the workers once for them,
-then publishes each start in order; a start after a quiet spell begins a new drain. No
-database: the hooks are recorded."""
+then publishes the batch's starts in order in one hand-over; a start after a quiet spell
+begins a new drain. No database: the hooks are recorded."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from executions.services import loopstarts as starts
 
 def test_starts_committed_while_a_drain_runs_are_taken_by_it(monkeypatch):
     published, woken, handed = [], [], []
-    monkeypatch.setattr(lifecycle, "start_committed", lambda e, s: published.append((e, s)))
+    monkeypatch.setattr(lifecycle, "starts_committed", published.extend)
     monkeypatch.setattr(tasks, "enqueue_run", woken.append)
     runs = [(Execution(), Transition(seq=1)) for _ in range(6)]
 
@@ -41,20 +41,22 @@ def test_starts_committed_while_a_drain_runs_are_taken_by_it(monkeypatch):
     assert woken[-1] == runs[3][0].pk and len(woken) <= 2
 
 
-def test_a_failing_hook_does_not_stop_the_others(monkeypatch):
+def test_a_failing_batch_does_not_stop_the_drain(monkeypatch):
     published = []
 
-    def start_committed(execution, step):
+    def starts_committed(pairs):
         if not published:
             published.append(None)
             raise RuntimeError("a listener failed")
-        published.append(execution)
+        published.extend(execution for execution, _ in pairs)
 
-    monkeypatch.setattr(lifecycle, "start_committed", start_committed)
+    monkeypatch.setattr(lifecycle, "starts_committed", starts_committed)
     runs = [(Execution(), Transition(seq=1)) for _ in range(3)]
 
     async def run():
-        for execution, step in runs:
+        starts._after_commit(*runs[0], wake=False)
+        await asyncio.sleep(0.05)  # its batch failed
+        for execution, step in runs[1:]:
             starts._after_commit(execution, step, wake=False)
 
     asyncio.run(run())

@@ -231,15 +231,14 @@ def _drain_committed() -> None:
 def _started(batch: list[tuple[Execution, Any, bool]]) -> None:
     """What the full path runs on commit, for starts committed on the loop: the workers woken
     first (they need the rows; ONE wake-up covers every run of the batch, all committed),
-    then each start's live event and listeners."""
+    then the starts' live events, in one hand-over (one Redis pipeline), and listeners."""
     woken = [execution.pk for execution, _, wake in batch if wake]
     try:
         if woken:
             tasks.enqueue_run(woken[-1])
     except Exception:  # best effort, as on commit: the runs are in the database
         logger.exception("waking the workers for execution %s", woken[-1])
-    for execution, step, _ in batch:
-        try:
-            lifecycle.start_committed(execution, step)
-        except Exception:  # best effort, as on commit: the run is in the database
-            logger.exception("after starting execution %s", execution.pk)
+    try:
+        lifecycle.starts_committed([(execution, step) for execution, step, _ in batch])
+    except Exception:  # best effort, as on commit: the runs are in the database
+        logger.exception("after starting executions %s", [str(e.pk) for e, _, _ in batch])
