@@ -15,31 +15,36 @@ and `POST /api/v1/executions` on the loop, as loopread.py does for the polled re
   this workspace, same type, same current version, same name when named), so a stale entry
   only sends the request down the full path (and is dropped), never starts a run the full
   path would refuse. Versions are immutable, so the cached input schema cannot go stale;
-- services.execution_start_on: the row and its `init` entry in ONE statement on an
-  autocommit async connection of this loop (one transaction, flushed at commit like any
-  other), the live event and the wake-up after it;
+- services/loopstarts.py: the row and its `init` entry in ONE statement on an autocommit
+  async connection of this loop (one transaction, flushed at commit like any other), with
+  the other creates that arrived while the loop's previous statements ran (StartBatches:
+  each create's row and entry together or not at all), the live event and the wake-up after;
 - the route's own reply (`data(execution_out(…), 201)`) through the API middleware chain
   minus the admitted rate limit, as loopread.py does.
 
 Anything else (no cached key or agent, a lower role, `sync` or `version_id` given, invalid
 input, an Idempotency-Key already used, every loop connection busy, any error before the
-statement committed) returns False before anything is written or sent: the admission is
-refunded and the request takes the thread path and ninja as before, so its error bodies are
-ninja's. tests/executions/test_api_loopcreate.py sends the same requests both ways.
+statement committed, a statement the server refused) returns False having written and sent
+nothing: the admission is refunded and the request takes the thread path and ninja as
+before, so its error bodies are ninja's. tests/executions/test_api_loopcreate.py sends the
+same requests both ways; tests/test_create_batches.py covers the batches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
 import time
 import uuid
-from collections import Counter
+import weakref
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest
 from pydantic import BaseModel
 
@@ -49,7 +54,12 @@ from executions.api.common import REVIEWER, data
 from executions.api.loopread import RESPONSE
 from executions.auth import CachedKeyAuth
 from executions.models import Agent, role_at_least
-from executions.services.executions import StartUnknown, execution_start_on
+from executions.services.loopstarts import (
+    LoopStart,
+    StartUnknown,
+    loop_start_new,
+    loop_starts_insert,
+)
 from executions.validation import text_problem
 
 logger = logging.getLogger("steward.http")
@@ -121,6 +131,7 @@ class LoopCreates:
         self.chain = loop_reads.chain
         self.limiter = loop_reads.limiter
         self.connections = loop_reads.connections
+        self.batches = StartBatches(self.connections, settings.API_LOOP_CREATE_STATEMENTS)
         self.served: Counter[str] = Counter()
 
     async def serve(self, scope, send, match, body: bytes) -> bool:
@@ -186,28 +197,88 @@ class LoopCreates:
         return ref, fields, key
 
     async def _start(self, request, agent: Agent, by_name: bool, fields, key):
-        conn = await self.connections.lease()
-        if conn is None:
-            return None
-        ok = False
-        try:
-            execution = await execution_start_on(
-                conn,
-                self.connections.db,
-                workspace=request.workspace,
-                agent=agent,
-                by_name=by_name,
-                input=fields.input,
-                metadata=fields.metadata,
-                session_id=fields.session_id,
-                idempotency_key=key,
-                actor=request.actor,
-            )
-            ok = True
-        finally:
-            self.connections.release(conn, ok)
-        return execution
+        start = loop_start_new(
+            workspace=request.workspace,
+            agent=agent,
+            by_name=by_name,
+            input=fields.input,
+            metadata=fields.metadata,
+            session_id=fields.session_id,
+            idempotency_key=key,
+            actor=request.actor,
+        )
+        return start.execution if await self.batches.insert(start) else None
 
     def _refund(self, who, token) -> None:
         if token:
             self.limiter.refund(who, token)
+
+
+class StartBatches:
+    """The loop's creates in few statements: at most `statements` INSERTs in flight per loop;
+    the creates that arrive meanwhile wait and go together in the next one (up to BATCH_MOST).
+    A lone create goes at once. PostgreSQL's work per statement (opening the tables and ~30
+    indexes, the commit and its flush) and psycopg's are shared by the batch; fewer backends
+    compete with the web processes for the cores (docs/performance.md, "Create tail")."""
+
+    BATCH_MOST = 32
+
+    def __init__(self, connections, statements: int) -> None:
+        self.connections = connections
+        self.statements = max(1, statements)
+        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def insert(self, start: LoopStart) -> bool:
+        """Whether `start` was written (committed); False: not written, the full path
+        answers it. Raises what the statement raised (StartUnknown: it may have committed)."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = [deque(), 0]  # waiting (start, future), in flight
+        done = loop.create_future()
+        state[0].append((start, done))
+        if state[1] < self.statements:
+            self._launch(loop, state)
+        return await done
+
+    def _launch(self, loop, state: list) -> None:
+        waiting, batch = state[0], []
+        while waiting and len(batch) < self.BATCH_MOST:
+            start, done = waiting.popleft()
+            if not done.done():  # a cancelled request's start is not written
+                batch.append((start, done))
+        if batch:
+            state[1] += 1
+            loop.create_task(self._run(loop, state, batch))
+
+    async def _run(self, loop, state: list, batch: list) -> None:
+        try:
+            written = await self._write([start for start, _ in batch])
+        except asyncio.CancelledError:
+            for _, done in batch:
+                done.cancel()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - each create answers (or hands on) it
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (_, done), ok in zip(batch, written, strict=True):
+                if not done.done():
+                    done.set_result(ok)
+        finally:
+            state[1] -= 1
+            if state[0]:
+                self._launch(loop, state)
+
+    async def _write(self, starts: list[LoopStart]) -> list[bool]:
+        conn = await self.connections.lease()
+        if conn is None:
+            return [False] * len(starts)
+        ok = False
+        try:
+            written = await loop_starts_insert(conn, self.connections.db, starts)
+            ok = True
+        finally:
+            self.connections.release(conn, ok)
+        return written

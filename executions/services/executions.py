@@ -3,16 +3,13 @@ executions.lifecycle, the one writer of Execution.status."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
-import psycopg
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from executions import bulk, lifecycle, tasks
@@ -23,7 +20,6 @@ from executions.models import (
     AgentType,
     AgentVersion,
     Execution,
-    Transition,
     Workspace,
     new_id,
 )
@@ -124,7 +120,7 @@ def execution_new(
     retry_of: Execution | None = None,
 ) -> Execution:
     """A start's new row, validated and unsaved (no query): execution_start's checks, shared
-    with the start written on the event loop (execution_start_on)."""
+    with the starts written on the event loop (services/loopstarts.py)."""
     input = {} if input is None else input
     metadata = metadata or {}
     if not isinstance(metadata, dict):
@@ -172,133 +168,6 @@ def execution_new(
         # An external system runs these and reports back: no worker ever claims them.
         runnable_at=None if agent.type == AgentType.EXTERNAL else timezone.now(),
     )
-
-
-async def execution_start_on(
-    conn: Any,
-    db: Any,
-    *,
-    workspace: Workspace,
-    agent: Agent,
-    by_name: bool,
-    input: Any,
-    metadata: dict | None,
-    session_id: str | None,
-    idempotency_key: str | None,
-    actor: Actor,
-) -> Execution | None:
-    """execution_start's common case as ONE statement on an autocommit async psycopg
-    connection (`conn`; `db` a Django connection wrapper that never connects, for the
-    columns' adapters), for the API's event loop (executions/api/loopcreate.py).
-
-    `agent` (with its current version) comes from the caller's cache: the statement inserts
-    only if the agent is still live in the workspace with the same type, current version
-    (and name, when it was named), so a stale cache cannot start a run the full path would
-    refuse. The row and its `init` entry are one statement, hence one transaction, committed
-    (and flushed) before this returns. Returns None, having written nothing, when the guard
-    fails or the Idempotency-Key is taken (ON CONFLICT DO NOTHING): the caller then goes the
-    full way, which answers the replay, the 404 or the conflict. Validation errors raise
-    before anything is sent."""
-    execution = execution_new(
-        workspace=workspace,
-        agent=agent,
-        input=input,
-        metadata=metadata,
-        session_id=session_id,
-        idempotency_key=idempotency_key,
-        actor=actor,
-    )
-    step = lifecycle.start_entry(execution, actor=actor, input=execution.input)
-    sql, fields = _start_sql(db, by_name)
-    version_id = agent.current_version_id
-    guard = [agent.pk, workspace.pk, agent.type, version_id, *([agent.name] if by_name else [])]
-    params = [
-        *(f.get_db_prep_value(v, db) for f, v in zip(fields[0], guard, strict=True)),
-        *(f.get_db_prep_save(f.pre_save(execution, True), db) for f in fields[1]),
-        *(f.get_db_prep_save(f.pre_save(step, True), db) for f in fields[2]),
-    ]
-    try:
-        # A raw cursor: the statement is written with $n already. psycopg converts `%s` per
-        # call, uncached past 50 parameters (a sixth of a create's Python on the loop).
-        async with psycopg.AsyncRawCursor(conn) as cursor:
-            await cursor.execute(sql, params, prepare=True)
-            row = await cursor.fetchone()
-    except psycopg.Error as exc:
-        if exc.sqlstate is None:  # no answer from the server: committed or not, unknown
-            raise StartUnknown(str(exc)) from exc
-        raise  # the server refused the statement: nothing was written
-    if row is None:
-        return None
-    step.pk = row[0]
-    for obj in (execution, step):
-        obj._state.adding = False
-        obj._state.db = db.alias
-    # The live event, the listeners (which may query) and the wake-up (which may PUBLISH
-    # inline): what the full path runs on commit, on a thread, not on the loop.
-    wake = agent.type != AgentType.EXTERNAL
-    asyncio.get_running_loop().run_in_executor(None, _started, execution, step, wake)
-    return execution
-
-
-def _started(execution: Execution, step: Any, wake: bool) -> None:
-    try:
-        lifecycle.start_committed(execution, step)
-        if wake:
-            tasks.enqueue_run(execution.pk)
-    except Exception:  # best effort, as on commit: the run is in the database
-        logger.exception("after starting execution %s", execution.pk)
-    finally:
-        close_old_connections()  # a listener's query: the connection back, as after a request
-
-
-class StartUnknown(Exception):
-    """execution_start_on lost the database mid-statement: the start may have committed."""
-
-
-_start_cache: dict[tuple[str, bool], tuple[str, tuple]] = {}
-
-
-def _start_sql(db: Any, by_name: bool) -> tuple[str, tuple]:
-    """execution_start_on's statement (compiled once per database and guard, with psycopg's
-    raw `$n` placeholders) and the fields whose values fill it: the agent guard's, the
-    execution's columns, the entry's columns."""
-    cached = _start_cache.get((db.vendor, by_name))
-    if cached is not None:
-        return cached
-    quote = db.ops.quote_name
-    agent = Agent._meta
-    guard = [agent.pk, agent.get_field("workspace"), agent.get_field("type")]
-    guard.append(agent.get_field("current_version"))
-    where = (
-        f"{quote(guard[0].column)} = %s AND {quote(guard[1].column)} = %s "
-        f"AND {quote('deleted_at')} IS NULL AND {quote(guard[2].column)} = %s "
-        f"AND {quote(guard[3].column)} IS NOT DISTINCT FROM %s"
-    )
-    if by_name:
-        guard.append(agent.get_field("name"))
-        where += f" AND {quote(guard[4].column)} = %s"
-
-    def columns(model) -> tuple[list, str, str]:
-        meta = model._meta
-        fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
-        names = ", ".join(quote(f.column) for f in fields)
-        return (
-            fields,
-            f"INSERT INTO {quote(meta.db_table)} ({names})",
-            ", ".join(["%s"] * len(fields)),
-        )
-
-    e_fields, e_insert, e_values = columns(Execution)
-    t_fields, t_insert, t_values = columns(Transition)
-    sql = (
-        f"WITH _agent AS (SELECT 1 FROM {quote(agent.db_table)} WHERE {where}), "
-        f"_row AS ({e_insert} SELECT {e_values} FROM _agent ON CONFLICT DO NOTHING RETURNING 1) "
-        f"{t_insert} SELECT {t_values} FROM _row RETURNING {quote(Transition._meta.pk.column)}"
-    )
-    numbers = iter(range(1, sql.count("%s") + 1))
-    sql = re.sub("%s", lambda _: f"${next(numbers)}", sql)
-    cached = _start_cache[(db.vendor, by_name)] = (sql, (guard, e_fields, t_fields))
-    return cached
 
 
 def execution_start_child(
