@@ -8,7 +8,8 @@ database, workflows called from 8 threads) in the same invocation (bench/engine_
 the line carries their figures and Steward's ratios to them.
 
 Runs against PostgreSQL + Redis in the production process layout (separate `manage.py worker`
-processes) on a scratch database (`steward_bench`, recreated each run):
+processes) on a scratch database (DATABASE_URL's, whose name must end in `_bench`; dropped and
+recreated each run):
 
 1. throughput: N trivial 3-step workflows (every step recorded) are queued, then W workers ×
    C threads start; executions/s from the workers' start until the last one completed, and the
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -141,7 +143,7 @@ def run_celery(executions: int, samples: int, redis_url: str) -> dict:
 
 def run_dbos(base_url: str, executions: int, samples: int) -> dict:
     """DBOS Transact 3 in its own process on its own PostgreSQL system database."""
-    url = scratch_database(base_url, "steward_engine_dbos")
+    url = scratch_database(base_url, urlparse(base_url).path.lstrip("/") + "_dbos")
     sqlalchemy_url = url.replace("postgres://", "postgresql://", 1)
     done = subprocess.run(
         [
@@ -190,8 +192,17 @@ def main() -> None:
     parser.add_argument("--skip-slow", action="store_true", help="skip the slow-model part")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/steward_engine"
-    database_url = scratch_database(base, "steward_engine_bench")
+    base = (
+        os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/steward_engine_bench"
+    )
+    # The URL's own database is the scratch one (so two benches can run on their own), dropped and
+    # made again: only a name ending in `_bench` is taken, so a real database is never dropped.
+    scratch = urlparse(base).path.lstrip("/")
+    if not scratch.endswith("_bench"):
+        raise SystemExit(
+            f"DATABASE_URL: the database is dropped and recreated; name it *_bench, not {scratch!r}"
+        )
+    database_url = scratch_database(base, scratch)
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1"
     env = {
         **os.environ,

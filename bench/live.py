@@ -38,19 +38,32 @@ import asyncio
 import json
 import os
 import re
-import resource
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlencode, urlparse, urlunparse
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-LOG_DIR = Path("/tmp/steward-bench-live")
-HOST = "127.0.0.1"
+
+from bench.live_fixture import Fixture, login  # noqa: E402  (after the path above)
+from bench.live_procs import (  # noqa: E402
+    HOST,
+    LOG_DIR,
+    PYTHON,
+    bench_env,
+    ensure_database,
+    pct,
+    progress,
+    raise_open_files,
+    server_cpu_s,
+    spawn,
+    stop,
+    summary,
+    wait_http,
+    wait_log,
+)
 
 MAX_CLIENTS = 5000
 MAX_RATE = 200.0
@@ -59,250 +72,6 @@ MAX_APPROVALS = 200
 
 # A row of executions/list.html#row, whether swapped in place or inserted on top.
 ROW = re.compile(r'<tr id="exec-([0-9a-f-]{36})" data-status="([a-z_]+)"')
-
-# Parks on an approval; once approved the worker records `evaluate` at once (its pickup time),
-# then sleeps so the execution is still `running` when the dashboard re-reads it.
-APPROVAL_WORKFLOW = {
-    "main": [
-        {"approval": {"title": "Bench: continue?", "payload": {"n": "$ inputs['n']"}}},
-        {"evaluate": {"picked_up": "$ True"}},
-        {"sleep": {"seconds": 2}},
-        {"return": {"ok": "$ True"}},
-    ]
-}
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-_T0 = time.monotonic()
-
-
-def server_cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by the server: its master and every worker.
-    Unlike latency, CPU per delivery barely moves with what else runs on the machine."""
-    if pid is None:
-        return 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def progress(text: str) -> None:
-    """Progress on stderr, so stdout carries only the JSON lines."""
-    print(f"[{time.monotonic() - _T0:6.1f}s] {text}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))], 1)
-
-
-def summary(prefix: str, values: list[float]) -> dict:
-    return {
-        f"{prefix}p50_ms": pct(values, 0.50),
-        f"{prefix}p95_ms": pct(values, 0.95),
-        f"{prefix}p99_ms": pct(values, 0.99),
-    }
-
-
-def raise_open_files(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(soft, min(hard, needed)) if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if want != soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if want < needed:
-        raise SystemExit(f"open-files limit {want} is below the {needed} this run needs")
-    return want
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = urlunparse(parsed._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def bench_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/steward_bench")
-    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-    # Our own channel-layer prefix: other runs sharing this Redis database do not cross-talk.
-    env.setdefault("CHANNEL_PREFIX", f"stewardlive{os.getpid()}")
-    env.update(
-        {
-            "EMBEDDED_WORKER": "false",
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    for key in ("DATABASE_URL", "REDIS_URL"):
-        if urlparse(env[key]).hostname not in {HOST, "localhost"}:
-            raise SystemExit(f"{key} must point at this machine (127.0.0.1)")
-    return env
-
-
-def spawn(args: list[str], env: dict, log_name: str, **kw) -> subprocess.Popen:
-    log = (LOG_DIR / log_name).open("w")
-    return subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kw
-    )
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group we created for it
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {LOG_DIR / 'server.log'}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server did not answer {url}")
-
-
-def wait_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if needle in (path.read_text() if path.exists() else ""):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"{path.name}: no {needle!r} in time:\n{path.read_text()[-2000:]}")
-
-
-# --- setup (ORM, in this process, before any client connects) ----------------------------------
-
-
-class Fixture:
-    """A fresh workspace, a logged-in admin, an external agent and an approval workflow."""
-
-    def __init__(self, tag: str) -> None:
-        from executions import services
-        from executions.models import Role
-
-        self.services = services
-        self.workspace, _ = services.workspace_get_or_create(slug=tag, name=f"Bench {tag}")
-        self.username, self.password = tag, f"pw-{tag}-{os.getpid()}"
-        user = services.user_create(username=self.username, password=self.password)
-        services.membership_set(workspace=self.workspace, user=user, role=Role.ADMIN)
-        self.external = services.agent_create(
-            workspace=self.workspace, name="live-external", type="external"
-        )
-        self.workflow = services.agent_create(
-            workspace=self.workspace, name="live-approval", type="workflow"
-        )
-        services.agent_version_create(
-            agent=self.workflow, config=APPROVAL_WORKFLOW, set_current=True
-        )
-        self.workflow.refresh_from_db()
-
-    def pending_executions(self, count: int) -> list[str]:
-        """Executions the driver will move pending → running (one move each)."""
-        return [
-            str(
-                self.services.execution_start(
-                    workspace=self.workspace, agent=self.external, input={"n": n}
-                )[0].pk
-            )
-            for n in range(count)
-        ]
-
-    def parked_approvals(self, count: int, timeout: float = 60) -> list[tuple[str, str]]:
-        """(approval id, execution id) of workflow executions the worker parked on approval."""
-        from approvals.models import Approval
-
-        ids = [
-            self.services.execution_start(
-                workspace=self.workspace, agent=self.workflow, input={"n": n}
-            )[0].pk
-            for n in range(count)
-        ]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = list(
-                Approval.objects.filter(execution_id__in=ids, status="pending").values_list(
-                    "pk", "execution_id"
-                )
-            )
-            if len(found) == count:
-                return [(str(a), str(e)) for a, e in found]
-            time.sleep(0.1)
-        raise SystemExit(f"only {len(found)}/{count} executions parked on approval in time")
-
-    @staticmethod
-    def worker_pickups(clicks: dict[str, float]) -> list[float]:
-        """ms from each click until the worker recorded the first step after the approval."""
-        from executions.models import Transition
-
-        out = []
-        for execution_id, clicked in clicks.items():
-            approved = (
-                Transition.objects.filter(execution_id=execution_id, type="approved")
-                .order_by("seq")
-                .first()
-            )
-            if approved is None:
-                continue
-            after = (
-                Transition.objects.filter(execution_id=execution_id, seq__gt=approved.seq)
-                .order_by("seq")
-                .first()
-            )
-            if after is not None:
-                out.append((after.created_at.timestamp() - clicked) * 1000)
-        return out
-
-
-def login(base: str, username: str, password: str) -> tuple[str, str]:
-    """Log in through the login form like a browser: returns (sessionid, csrftoken)."""
-    import httpx
-
-    with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as client:
-        client.get("/login/").raise_for_status()
-        csrf = client.cookies["csrftoken"]
-        reply = client.post(
-            "/login/",
-            data={"username": username, "password": password, "csrfmiddlewaretoken": csrf},
-            headers={"Origin": base, "Referer": f"{base}/login/"},
-        )
-        if reply.status_code != 302 or "sessionid" not in client.cookies:
-            raise SystemExit(f"login failed: {reply.status_code} {reply.text[:300]}")
-        return client.cookies["sessionid"], client.cookies["csrftoken"]
 
 
 # --- the K clients -------------------------------------------------------------------------------

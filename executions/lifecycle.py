@@ -468,6 +468,11 @@ def start_committed(execution: Execution, step: Transition) -> None:
     events.transition_committed(execution=execution, transition=step)
 
 
+def starts_committed(pairs: list[tuple[Execution, Transition]]) -> None:
+    """`start_committed` for many starts at once: their messages in one hand-over."""
+    events.transitions_committed([(execution, [step]) for execution, step in pairs])
+
+
 def transition_rows(
     execution_id: Any, first: int, entries: list[dict], moves: list[tuple], *, actor: Actor, now
 ) -> list[Transition]:

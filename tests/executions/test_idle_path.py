@@ -1,0 +1,91 @@
+"""An idle run's path (#10, IDLE): what makes a lone run's claim and end cheap on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from executions import bulk
+from executions.engine import batch, queue
+from executions.models import Transition
+
+from .engine_helpers import THREE_STEPS, make_agent, start
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+OWNER = "idle-test"
+
+
+def prepared(fragment: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            [f"%{fragment}%"],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side prepare")
+def test_the_claim_and_the_end_are_prepared_on_their_connection(workspace):
+    """Django turns psycopg's preparing off for the connection; the engine's two statements
+    of every run (the claim, a lone run's end) are prepared anyway once run a few times, so
+    PostgreSQL stops parsing and planning them per run."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    for n in range(7):
+        start(agent, {"n": n})
+        claimed = queue.claim(owner=OWNER, limit=1)
+        assert len(claimed) == 1
+        assert batch.run_batch(claimed, owner=OWNER) == []
+    assert prepared("lease_owner = $1, lease_expires_at = $2") == 1
+    assert prepared("won AS (UPDATE") == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement end")
+def test_a_lone_runs_end_binds_few_parameters_whatever_its_rows(workspace):
+    """The end's rows travel as one jsonb parameter per table: the statement stays under
+    psycopg's 50-parameter cache limit (its parsing cached) and its text is the same for every
+    run, instead of one parameter per value (136 for a three-step run)."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    start(agent, {"n": 1})
+    claimed = queue.claim(owner=OWNER, limit=1)
+    with CaptureQueriesContext(connection) as captured:
+        assert batch.run_batch(claimed, owner=OWNER) == []
+    [end] = [q["sql"] for q in captured.captured_queries if "won AS" in q["sql"]]
+    assert "jsonb_populate_recordset" in end
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="jsonb_populate_recordset")
+def test_rows_inserted_as_jsonb_read_back_exactly(workspace):
+    """Every kind of value a transition carries comes back as the ORM would have stored it:
+    microseconds and offsets, decimals, JSON strings, nulls and nested JSON, text that needs
+    escaping, foreign keys, and the rows' order (their ids)."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    at = datetime(2026, 11, 30, 6, 1, 2, 345678, tzinfo=UTC)
+    rows = [
+        Transition(
+            execution=execution, seq=10, type="step", step_path='main["a"]\n\\', input="just text",
+            output={"x": [1, 2.5, None, True], "é": "ü ✓"}, usage=None, cost=Decimal("0.12345678"),
+            message="quote \" and 'single'", started_at=at, ended_at=at + timedelta(seconds=1),
+        ),
+        Transition(execution=execution, seq=11, type="finish", output=None, cost=None),
+    ]  # fmt: skip
+    sql, params, auto = bulk.insert_where_sql(rows, where="TRUE")
+    assert params and len(params) == 1
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    assert ids == sorted(ids)
+    first, second = Transition.objects.filter(pk__in=ids).order_by("pk")
+    assert (first.seq, second.seq) == (10, 11)
+    assert first.step_path == 'main["a"]\n\\' and first.input == "just text"
+    assert first.output == {"x": [1, 2.5, None, True], "é": "ü ✓"}
+    assert first.usage is None and second.output is None and second.cost is None
+    assert first.cost == Decimal("0.12345678")
+    assert first.message == "quote \" and 'single'"
+    assert first.started_at == at and first.ended_at == at + timedelta(seconds=1)
+    assert first.execution_id == execution.pk and first.created_at is not None
