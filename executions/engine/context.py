@@ -32,6 +32,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from executions import lifecycle
+from executions.engine import writes
 from executions.engine.checkpoints import Checkpoints
 from executions.engine.children import Children
 from executions.engine.effects import Effects
@@ -312,6 +313,14 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
                 self.collected = lifecycle.Pending(
                     self.execution, all_entries, merged, self.guard, events=events, then=then
                 )
+                return
+            # PostgreSQL, nothing else to write with it: one autocommitted statement
+            # (engine/writes.py); a lost compare-and-set falls through to append_many.
+            if writes.usable(self, then) and writes.write_alone(
+                self, all_entries, merged, events, then
+            ):
+                self.start_deferred = False
+                self._held_effect = False
                 return
             try:
                 with transaction.atomic(), self.batched_events():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from executions import lifecycle
+from executions import lifecycle, lifecycle_batch
 from executions.engine import providers, queue, runner
 from executions.engine.providers import openai_http
 from executions.models import Execution, ExecutionEvent, Transition
@@ -19,13 +19,18 @@ from .llm_servers import OpenAIServer
 @pytest.mark.django_db(transaction=True)
 def test_a_prompt_run_writes_its_start_and_its_end_only(workspace, monkeypatch):
     writes = []
-    append_many = lifecycle.append_many
+    append_many, append_alone = lifecycle.append_many, lifecycle_batch.append_alone
 
     def counted(execution, entries, **kwargs):
         writes.append([e.get("type") for e in entries])
         return append_many(execution, entries, **kwargs)
 
+    def counted_alone(pending, **kwargs):  # a write as one statement (PostgreSQL)
+        writes.append([e.get("type") for e in pending.entries])
+        return append_alone(pending, **kwargs)
+
     monkeypatch.setattr(lifecycle, "append_many", counted)
+    monkeypatch.setattr(lifecycle_batch, "append_alone", counted_alone)
     with OpenAIServer([{"content": "Hello there."}]) as server:
         model = {"provider": "openai", "name": "gpt-4o-mini", "base_url": server.base_url}
         agent = make_agent(
