@@ -442,8 +442,8 @@ def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = No
 
 def start_entry(execution: Execution, *, actor: Actor = SYSTEM, input: Any = None) -> Transition:
     """A new execution's `init` entry (seq 1), unsaved, and the row's own fields for it: what
-    record_start writes, also for a start written by one statement on the event loop
-    (services.execution_start_on), which then calls start_committed."""
+    record_start writes, also for the starts written together on the event loop
+    (services.loopstarts.loop_starts_insert), which then calls starts_committed."""
     now = timezone.now()
     execution.transition_count = 1
     execution.updated_at = now
