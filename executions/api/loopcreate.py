@@ -234,7 +234,9 @@ class StartBatches:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = [deque(), 0]  # waiting (start, future), in flight
+            # Waiting (start, future) pairs; statements in flight; their tasks (held here:
+            # the loop keeps only weak references to tasks).
+            state = self._loops[loop] = [deque(), 0, set()]
         done = loop.create_future()
         state[0].append((start, done))
         if state[1] < self.statements:
@@ -249,19 +251,21 @@ class StartBatches:
                 batch.append((start, done))
         if batch:
             state[1] += 1
-            loop.create_task(self._run(loop, state, batch))
+            task = loop.create_task(self._run(loop, state, batch))
+            state[2].add(task)
+            task.add_done_callback(state[2].discard)
 
     async def _run(self, loop, state: list, batch: list) -> None:
         try:
             written = await self._write([start for start, _ in batch])
-        except asyncio.CancelledError:
-            for _, done in batch:
-                done.cancel()
-            raise
-        except BaseException as exc:  # noqa: BLE001 - each create answers (or hands on) it
+        except Exception as exc:  # noqa: BLE001 - each create answers (or hands on) it
             for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
+        except BaseException:  # cancelled (the loop is closing): so are its creates
+            for _, done in batch:
+                done.cancel()
+            raise
         else:
             for (_, done), ok in zip(batch, written, strict=True):
                 if not done.done():
