@@ -17,9 +17,11 @@ next looks (a run's end, its due-time query, at worst the safety-net interval).
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 
@@ -33,8 +35,10 @@ local_event = threading.Event()
 _subscribers: set[threading.Event] = set()
 # Per subscriber: the earliest later due time announced to it (time.monotonic()).
 _hints: dict[threading.Event, float] = {}
-# Per subscriber that said so: whether it could claim now (a worker with room).
-_ready: dict[threading.Event, Callable[[], bool]] = {}
+# Per subscriber that said so: whether it could claim now (a worker with room). A bound
+# method is held weakly: a Worker built and dropped without unsubscribing (the tests do) must not
+# stay alive here for the process's life with its lease keeper's database connection.
+_ready: dict[threading.Event, Callable[[], Callable[[], bool] | None]] = {}
 # Signalled when a subscriber may have room again (a run ended): the token taker waits on it.
 _room = threading.Condition()
 # Tokens kept at most: more would only be claims that find nothing once workers have room.
@@ -81,7 +85,10 @@ def subscribe(ready: Callable[[], bool] | None = None) -> threading.Event:
     with _subscribers_lock:
         _subscribers.add(event)
         if ready is not None:
-            _ready[event] = ready
+            if inspect.ismethod(ready):
+                _ready[event] = weakref.WeakMethod(ready)
+            else:
+                _ready[event] = lambda ready=ready: ready
     room_changed()
     return event
 
@@ -96,8 +103,17 @@ def unsubscribe(event: threading.Event) -> None:
 def has_room() -> bool:
     """Whether a subscriber of this process could claim now."""
     with _subscribers_lock:
-        subscribers = [_ready.get(event) for event in _subscribers]
-    return any(ready is None or ready() for ready in subscribers)
+        subscribers = [(event, _ready.get(event)) for event in _subscribers]
+    room = False
+    for event, ref in subscribers:
+        if ref is None:
+            return True
+        ready = ref()
+        if ready is None:  # its worker is gone
+            unsubscribe(event)
+        elif ready():
+            room = True
+    return room
 
 
 def room_changed() -> None:

@@ -3,9 +3,11 @@ worker process with room, not a broadcast that woke every worker to claim the sa
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
+import weakref
 
 import pytest
 
@@ -149,3 +151,16 @@ def test_a_worker_whose_claim_fills_its_batch_passes_a_token_on(workspace, monke
         worker.stop()
         thread.join(10)
     assert passed  # the first claim took 2 of 5: full
+
+
+def test_a_worker_dropped_without_unsubscribing_is_not_kept_alive(redis_client):
+    """The wake-up holds a worker's `has_room` weakly: a Worker built and dropped (the tests
+    do) must not live on in the module with its lease keeper's database connection, nor count
+    as room for tokens."""
+    worker = Worker(concurrency=2, maintenance=False)
+    event, gone = worker._wake, weakref.ref(worker)
+    del worker
+    gc.collect()
+    assert gone() is None
+    assert not wakeup.has_room()  # the dropped worker's subscription is pruned, not "room"
+    assert event not in wakeup._subscribers
