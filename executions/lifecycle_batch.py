@@ -97,7 +97,9 @@ def append_batch(
     return [plan[0] for plan in done]
 
 
-def append_alone(pending: Pending, *, actor: Actor = SYSTEM, more: list[Model] = ()) -> bool:
+def append_alone(
+    pending: Pending, *, actor: Actor = SYSTEM, more: list[Model] = (), publish_more: bool = False
+) -> bool:
     """`append_batch` for ONE leased run's end as ONE autocommitted statement (PostgreSQL,
     outside any transaction): its compare-and-set UPDATE, then — only if it matched — its
     entries, `more` (its events, built beforehand), its rollup and its duration bucket, as
@@ -151,7 +153,10 @@ def append_alone(pending: Pending, *, actor: Actor = SYSTEM, more: list[Model] =
             obj._state.adding = False
             obj._state.db = connection.alias
     _refresh(execution, src_row=execution, to=to, seq=steps[-1].seq, now=now, updates=updates)
-    events.transitions_committed([(execution, steps)])
+    if publish_more and more:  # its events in the same hand-over: one pipeline per write
+        events.transitions_committed([(execution, steps)], stored=list(more))
+    else:
+        events.transitions_committed([(execution, steps)])
     return True
 
 

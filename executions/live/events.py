@@ -256,10 +256,12 @@ def _publisher() -> _Publisher:
     return _publisher_instance
 
 
-def transitions_committed(batch: list[tuple[Any, list[Any]]]) -> None:
+def transitions_committed(batch: list[tuple[Any, list[Any]]], stored: list[Any] = ()) -> None:
     """A batch of executions written at once (lifecycle.append_batch), after its commit: each
     one's status moves and last entry published, all in one hand-over to the publisher;
-    listeners hear every entry, as with `transition_committed`."""
+    listeners hear every entry, as with `transition_committed`. `stored`: events committed
+    with them (a run thread's one-statement write), published in the same hand-over, after
+    the entries (as `stream_events` would: one Redis pipeline per write instead of two)."""
     items: list[tuple[str, dict[str, Any]]] = []
     for execution, steps in batch:
         for i, step in enumerate(steps):
@@ -268,6 +270,10 @@ def transitions_committed(batch: list[tuple[Any, list[Any]]]) -> None:
                 items.append((execution_group(execution.pk), message))
                 if message["status_changed"]:
                     items.append((workspace_executions_group(execution.workspace_id), message))
+    for event in stored:
+        stream = {"type": "execution.stream", "execution_id": str(event.execution_id)}
+        stream.update(event=event.type, event_id=event.pk, data=event.data)
+        items.append((execution_group(event.execution_id), stream))
     send_many(items)
     for execution, steps in batch:
         for step in steps:

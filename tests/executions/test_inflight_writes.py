@@ -48,21 +48,24 @@ def before_each_write(action):
 
 def test_a_model_runs_start_and_end_are_one_statement_each(workspace, monkeypatch):
     published: list = []
-    real_steps, real_events = events.transitions_committed, events.stream_events
+    hand_overs: list = []
+    real_steps, real_send_many = events.transitions_committed, events.send_many
 
-    def steps_spy(batch_):
+    def steps_spy(batch_, stored=()):
         published.extend((step.seq, step.type) for _, own in batch_ for step in own)
-        real_steps(batch_)
-
-    def events_spy(stored):
         published.extend(("event", e.type) for e in stored)
-        real_events(stored)
+        real_steps(batch_, stored)
+
+    def send_many_spy(items):
+        hand_overs.append([message["type"] for _, message in items])
+        real_send_many(items)
 
     monkeypatch.setattr(events, "transitions_committed", steps_spy)
-    monkeypatch.setattr(events, "stream_events", events_spy)
+    monkeypatch.setattr(events, "send_many", send_many_spy)
     with OpenAIServer([{"content": "Hello there."}]) as server:
         agent = make_agent(workspace, "one-prompt", "workflow", prompt_workflow(server.base_url))
         execution = start(agent, {})
+        hand_overs.clear()  # the start's own (its `init`)
         with CaptureQueriesContext(connection) as captured:
             runner.run(execution.pk)
     execution.refresh_from_db()
@@ -86,7 +89,13 @@ def test_a_model_runs_start_and_end_are_one_statement_each(workspace, monkeypatc
     for table in ("execution", "transition", "executionevent"):
         assert f"executions_{table}" in start_sql
     assert "executions_executionrollup" in end_sql
-    # Each write published after it returned, in order, once.
+    # Each write published after it returned, in order, once: its entries and its events in
+    # ONE hand-over (one Redis pipeline), the workspace's group told of each status move.
+    changed, stream = "execution.changed", "execution.stream"
+    assert hand_overs == [
+        [changed, changed, stream],  # start: execution + workspace groups, `execution` event
+        [changed, changed, stream, stream],  # end: the finish (and the step's seq), content, done
+    ]
     assert published == [
         (2, "start"),
         ("event", "execution"),
