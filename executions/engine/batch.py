@@ -27,7 +27,7 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 
 from executions import lifecycle_batch
-from executions.engine import runner
+from executions.engine import runner, writes
 from executions.engine.context import RunContext
 from executions.lifecycle import Status
 from executions.live import events
@@ -143,15 +143,8 @@ def _write_alone(ctx: RunContext, claimed: Execution) -> list[tuple[Execution, l
     inserted if its compare-and-set matches) and published after it, committed."""
     pending = ctx.collected
     assert pending is not None
-    ctx._event_batch = []
-    try:
-        for type, data in pending.events:
-            ctx.emit(type, data)
-        if pending.then is not None:
-            pending.then()  # the `done` event; no parent (checked), so no write
-        stored = ctx._event_batch
-    finally:
-        ctx._event_batch = None
+    # Its events and `then`'s `done` (no parent, checked: no write) as unsaved rows.
+    stored = writes.collect_events(ctx, pending.events, pending.then)
     try:
         won = lifecycle_batch.append_alone(pending, more=stored)
     except DatabaseError:

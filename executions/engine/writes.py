@@ -49,15 +49,18 @@ def write_alone(
     """Write `entries` with `fields` and the run's `events` (then `then`'s: its `done`) in one
     statement; publish them once it returned, in one hand-over. False: the compare-and-set
     lost, nothing was written (the caller writes through append_many, which finds out why)."""
-    stored = _events(ctx, events, then)
+    stored = collect_events(ctx, events, then)
     pending = Pending(ctx.execution, entries, fields, ctx.guard)
     # Its entries and its events published in one hand-over (one Redis pipeline) once it
     # returned: a model run's two writes cost two pipelines, not four.
     return lifecycle_batch.append_alone(pending, more=stored, publish_more=True)
 
 
-def _events(ctx: Any, events: list[tuple[str, dict[str, Any]]], then: Any) -> list[ExecutionEvent]:
-    """The events as unsaved rows, in order (`then` only emits: no parent, checked)."""
+def collect_events(
+    ctx: Any, events: list[tuple[str, dict[str, Any]]], then: Any
+) -> list[ExecutionEvent]:
+    """The events as unsaved rows, in order, for a one-statement write to insert (`then` only
+    emits: no parent, checked). Shared with the batch's lone run (engine/batch.py)."""
     ctx._event_batch = []
     try:
         for type, data in events:

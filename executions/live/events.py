@@ -270,10 +270,7 @@ def transitions_committed(batch: list[tuple[Any, list[Any]]], stored: list[Any] 
                 items.append((execution_group(execution.pk), message))
                 if message["status_changed"]:
                     items.append((workspace_executions_group(execution.workspace_id), message))
-    for event in stored:
-        stream = {"type": "execution.stream", "execution_id": str(event.execution_id)}
-        stream.update(event=event.type, event_id=event.pk, data=event.data)
-        items.append((execution_group(event.execution_id), stream))
+    items += [_stream_item(event) for event in stored]
     send_many(items)
     for execution, steps in batch:
         for step in steps:
@@ -282,21 +279,14 @@ def transitions_committed(batch: list[tuple[Any, list[Any]]], stored: list[Any] 
 
 def stream_events(stored: list[Any]) -> None:
     """`stream_event` for many stored events (a batch's), in one hand-over."""
-    send_many(
-        [
-            (
-                execution_group(e.execution_id),
-                {
-                    "type": "execution.stream",
-                    "execution_id": str(e.execution_id),
-                    "event": e.type,
-                    "event_id": e.pk,
-                    "data": e.data,
-                },
-            )
-            for e in stored
-        ]
-    )
+    send_many([_stream_item(e) for e in stored])
+
+
+def _stream_item(e: Any) -> tuple[str, dict[str, Any]]:
+    """A stored event's live message, to its execution's group."""
+    message = {"type": "execution.stream", "execution_id": str(e.execution_id)}
+    message.update(event=e.type, event_id=e.pk, data=e.data)
+    return execution_group(e.execution_id), message
 
 
 def _changed(execution: Any, step: Any) -> dict[str, Any]:
