@@ -30,18 +30,24 @@ def prepared(fragment: str) -> int:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="server-side prepare")
-def test_the_claim_and_the_end_are_prepared_on_their_connection(workspace):
-    """Django turns psycopg's preparing off for the connection; the engine's two statements
-    of every run (the claim, a lone run's end) are prepared anyway once run a few times, so
-    PostgreSQL stops parsing and planning them per run."""
+def test_the_start_the_claim_and_the_end_are_prepared_and_planned_once(workspace):
+    """Django turns psycopg's preparing off for the connection; the engine's statements of
+    every run (the start, the claim, a lone run's end) are prepared anyway from their first
+    run, and planned once (a generic plan), so PostgreSQL stops parsing and planning them per
+    run — it kept a custom plan, planned at each run, for the claim and the end."""
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
-    for n in range(7):
+    for n in range(8):
         start(agent, {"n": n})
         claimed = queue.claim(owner=OWNER, limit=1)
         assert len(claimed) == 1
         assert batch.run_batch(claimed, owner=OWNER) == []
     assert prepared("lease_owner = $1, lease_expires_at = $2") == 1
-    assert prepared("won AS (UPDATE") == 1
+    assert prepared("WITH _first AS (INSERT") == 1
+    assert prepared("won AS (UPDATE") >= 1  # one per shape of parameter types
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sum(custom_plans), sum(generic_plans) FROM pg_prepared_statements")
+        custom, generic = cursor.fetchone()
+    assert custom == 0 and generic >= 8 * 3
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement end")
