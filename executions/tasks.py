@@ -13,9 +13,10 @@ from typing import Any
 from executions.engine import queue
 
 
-def enqueue_run(execution_id: Any, *, run_after: Any = None) -> None:
-    """Called on commit: wake the workers (at `run_after`, when given, instead of now)."""
+def enqueue_run(execution_id: Any, *, run_after: Any = None, fresh: Any = None) -> None:
+    """Called on commit: wake the workers (at `run_after`, when given, instead of now).
+    `fresh`: the Execution just started, which the wake-up may carry to a worker."""
     if run_after is not None:
         queue.make_runnable(execution_id, at=run_after)
     else:
-        queue.wake()
+        queue.wake(fresh=fresh)

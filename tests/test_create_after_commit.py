@@ -16,7 +16,7 @@ from executions.services import loopstarts as starts
 def test_starts_committed_while_a_drain_runs_are_taken_by_it(monkeypatch):
     published, woken, handed = [], [], []
     monkeypatch.setattr(lifecycle, "starts_committed", published.extend)
-    monkeypatch.setattr(tasks, "enqueue_run", woken.append)
+    monkeypatch.setattr(tasks, "enqueue_run", lambda pk, **_: woken.append(pk))
     runs = [(Execution(), Transition(seq=1)) for _ in range(6)]
 
     async def run():

@@ -54,6 +54,18 @@ def run_batch(
     return leftover
 
 
+def run_token(execution: Execution, *, worker: Any = None) -> bool:
+    """A fresh run as its wake-up token carried it (engine/tokens.py), never claimed: if it is
+    pure to its end, computed here and written as ONE compare-and-set from "pending, no lease,
+    as created" to its end (the guard of an empty lease owner). True if written; False if it
+    needs a thread or the row is no longer as the token had it — then it is claimed from the
+    table as any run (the compare-and-set lost: nothing was written)."""
+    ctx = _try(execution, owner="", worker=worker)
+    if ctx is None or ctx.collected is None or not _alone([ctx]):
+        return False
+    return not _write_alone(ctx, copy.copy(execution), how="token")
+
+
 def _try(execution: Execution, *, owner: str, worker: Any) -> RunContext | None:
     if execution.status not in (Status.PENDING, Status.RUNNING):
         return None  # the runner releases it
@@ -138,24 +150,25 @@ def _alone(ready: list[RunContext]) -> bool:
     )
 
 
-def _write_alone(ctx: RunContext, claimed: Execution) -> list[tuple[Execution, list | None]]:
+def _write_alone(
+    ctx: RunContext, claimed: Execution, *, how: str = "batch"
+) -> list[tuple[Execution, list | None]]:
     """`write` for one run, in one statement: its events are built before it (they are only
-    inserted if its compare-and-set matches) and published after it, committed."""
+    inserted if its compare-and-set matches) and published with its entries, committed."""
     pending = ctx.collected
     assert pending is not None
     # Its events and `then`'s `done` (no parent, checked: no write) as unsaved rows.
     stored = writes.collect_events(ctx, pending.events, pending.then)
     try:
-        won = lifecycle_batch.append_alone(pending, more=stored)
+        # Its events published with its entries: one Redis pipeline for the end, not two.
+        won = lifecycle_batch.append_alone(pending, more=stored, publish_more=True)
     except DatabaseError:
         logger.warning("a run's end could not be written in one statement", exc_info=True)
         return [(claimed, ctx.rows)]
     if not won:
         return [(ctx.execution, ctx.rows)]
-    if stored:
-        events.stream_events(stored)
     ctx.lease_released = True
     if ctx.lost_worker:
         runner.log_lost_worker(ctx.execution.pk)
-    runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, "batch")
+    runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, how)
     return []

@@ -22,7 +22,7 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from executions import bulk
-from executions.engine import wakeup
+from executions.engine import tokens, wakeup
 from executions.models import Execution
 
 TABLE = Execution._meta.db_table
@@ -247,8 +247,12 @@ def seconds_until_due(*, cap: float) -> float:
     return max(0.0, min(cap, (due - timezone.now()).total_seconds()))
 
 
-def wake(at: datetime | None = None) -> None:
-    """Wake the workers: something is runnable now, or (with a future `at`) will be then."""
+def wake(at: datetime | None = None, *, fresh: Execution | None = None) -> None:
+    """Wake the workers: something is runnable now, or (with a future `at`) will be then.
+    `fresh`: the start just committed, whose row the wake-up may carry (engine/tokens.py)."""
     if at is not None and at <= timezone.now():
         at = None
-    wakeup.notify(at)
+    if fresh is not None and at is None:
+        wakeup.notify(None, tokens.token_of(fresh))
+    else:
+        wakeup.notify(at)

@@ -33,14 +33,20 @@ CHANNEL = "steward:wakeup"  # + ":<db>", the Redis database of REDIS_URL (channe
 # Kept for callers that wait on "any work queued in this process".
 local_event = threading.Event()
 _subscribers: set[threading.Event] = set()
+# Subscribers a wake-up reached since they last looked (take_notified).
+_notified: set[threading.Event] = set()
 # Per subscriber: the earliest later due time announced to it (time.monotonic()).
 _hints: dict[threading.Event, float] = {}
+# Per subscriber that said so: what runs a token's own run (engine/tokens.py), held weakly.
+_on_run: dict[threading.Event, Callable[[], Callable[[bytes], bool] | None]] = {}
 # Per subscriber that said so: whether it could claim now (a worker with room). A bound
 # method is held weakly: a Worker built and dropped without unsubscribing (the tests do) must not
 # stay alive here for the process's life with its lease keeper's database connection.
 _ready: dict[threading.Event, Callable[[], Callable[[], bool] | None]] = {}
 # Signalled when a subscriber may have room again (a run ended): the token taker waits on it.
 _room = threading.Condition()
+# A due-now token that only wakes (engine/tokens.py's WAKE; other tokens carry a run).
+TOKEN_WAKE = b"1"
 # Tokens kept at most: more would only be claims that find nothing once workers have room.
 TOKENS_MAX = 16
 # How long one BLPOP blocks before the taker looks at its room again (not a polling interval:
@@ -77,20 +83,29 @@ def tokens_of(client) -> str:
     return f"{channel_of(client)}:tokens"
 
 
-def subscribe(ready: Callable[[], bool] | None = None) -> threading.Event:
+def subscribe(
+    ready: Callable[[], bool] | None = None, on_run: Callable[[bytes], bool] | None = None
+) -> threading.Event:
     """An event set on every wake-up of this process. `ready`: whether the subscriber could
     claim now; this process takes due-now tokens only while one of its subscribers could
-    (one without `ready` always could)."""
+    (one without `ready` always could). `on_run(token)`: runs the run a token carries, True
+    if it did (then nobody is woken), False to have the subscriber claim as for any token."""
     event = threading.Event()
     with _subscribers_lock:
         _subscribers.add(event)
         if ready is not None:
-            if inspect.ismethod(ready):
-                _ready[event] = weakref.WeakMethod(ready)
-            else:
-                _ready[event] = lambda ready=ready: ready
+            _ready[event] = _weak(ready)
+        if on_run is not None:
+            _on_run[event] = _weak(on_run)
     room_changed()
     return event
+
+
+def _weak(fn: Callable) -> Callable[[], Callable | None]:
+    """A bound method held weakly (its object may go without unsubscribing: the tests)."""
+    if inspect.ismethod(fn):
+        return weakref.WeakMethod(fn)
+    return lambda fn=fn: fn
 
 
 def unsubscribe(event: threading.Event) -> None:
@@ -98,6 +113,8 @@ def unsubscribe(event: threading.Event) -> None:
         _subscribers.discard(event)
         _hints.pop(event, None)
         _ready.pop(event, None)
+        _on_run.pop(event, None)
+        _notified.discard(event)
 
 
 def has_room() -> bool:
@@ -130,7 +147,18 @@ def _wake_local(at: float | None = None) -> None:
         for event in _subscribers:
             if due is not None:
                 _hints[event] = min(_hints.get(event, due), due)
+            _notified.add(event)
             event.set()
+
+
+def take_notified(event: threading.Event) -> bool:
+    """Whether a wake-up (work announced) reached this subscriber since the last call, as
+    opposed to its event set by its own process (a run of its own ended)."""
+    with _subscribers_lock:
+        if event in _notified:
+            _notified.discard(event)
+            return True
+        return False
 
 
 def take_hint(event: threading.Event) -> float | None:
@@ -140,8 +168,10 @@ def take_hint(event: threading.Event) -> float | None:
         return _hints.pop(event, None)
 
 
-def notify(at: datetime | None = None) -> None:
-    """Wake the workers: work is due now, or (with `at`) will be at that time.
+def notify(at: datetime | None = None, token: bytes = TOKEN_WAKE) -> None:
+    """Wake the workers: work is due now, or (with `at`) will be at that time. `token`: what
+    the due-now token carries (engine/tokens.py: a fresh run's row), sent as it is only on
+    the inline path below; a wake-up the sender thread merges with others is a plain one.
 
     The in-process subscribers are woken here. A due-now wake-up with no PUBLISH in flight is
     published at once from the caller's thread: one round trip to Redis, where the hand-over
@@ -165,7 +195,7 @@ def notify(at: datetime | None = None) -> None:
             _inline += 1
     if inline:
         try:
-            _publish(True, None)
+            _publish(True, None, token)
         finally:
             with _send_cond:
                 _inline -= 1
@@ -235,7 +265,7 @@ def _send_loop() -> None:
         _publish(now, at)
 
 
-def _publish(now: bool, at: float | None) -> None:
+def _publish(now: bool, at: float | None, token: bytes = TOKEN_WAKE) -> None:
     global _failed_at
     client = _client()
     if client is None:
@@ -245,7 +275,7 @@ def _publish(now: bool, at: float | None) -> None:
             # One token for one worker; the list trimmed so tokens nobody took (every worker
             # busy) do not pile up.
             pipe = client.pipeline(transaction=False)
-            pipe.lpush(tokens_of(client), b"1")
+            pipe.lpush(tokens_of(client), token)
             pipe.ltrim(tokens_of(client), 0, TOKENS_MAX - 1)
             pipe.execute()
         if at is not None:
@@ -298,21 +328,40 @@ def _take() -> None:
             while True:
                 with _room:
                     _room.wait_for(has_room, timeout=TOKEN_WAIT_SECONDS)
-                if has_room() and client.blpop([key], timeout=TOKEN_WAIT_SECONDS):
-                    take_token(client, key)
+                taken = has_room() and client.blpop([key], timeout=TOKEN_WAIT_SECONDS)
+                if taken:
+                    take_token(client, key, taken[1])
         except Exception:  # noqa: BLE001 - reconnect; the row is still the queue
             logger.warning("wake-up token taker lost Redis; reconnecting", exc_info=True)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
 
-def take_token(client, key: str) -> None:
-    """A token taken: wake this process's workers, or — no room left since the BLPOP began
-    (runs started meanwhile) — push it back for another process."""
-    if has_room():
-        _wake_local()
-    else:
-        client.lpush(key, b"1")
+def take_token(client, key: str, token: bytes = TOKEN_WAKE) -> None:
+    """A token taken: run the run it carries here (on this thread: no hand-over to the
+    worker's loop), or wake this process's workers to claim; or — no room left since the
+    BLPOP began (runs started meanwhile) — push it back, as it was, for another process."""
+    if not has_room():
+        client.lpush(key, token)
+        return
+    if token != TOKEN_WAKE and _run_here(token):
+        return
+    _wake_local()
+
+
+def _run_here(token: bytes) -> bool:
+    """The token's run, by the first subscriber that runs tokens (a worker): True if it did."""
+    with _subscribers_lock:
+        runners = list(_on_run.values())
+    for ref in runners:
+        run = ref()
+        if run is not None:
+            try:
+                return run(token)
+            except Exception:  # noqa: BLE001 - then it is claimed, as for a plain token
+                logger.exception("running a token's run failed")
+                return False
+    return False
 
 
 def _listen() -> None:

@@ -36,7 +36,16 @@ from django_tasks_db.compat import TaskContext, TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
-from executions.engine import batch, checkpoints, providers, queue, retention, runner, wakeup
+from executions.engine import (
+    batch,
+    checkpoints,
+    providers,
+    queue,
+    retention,
+    runner,
+    tokens,
+    wakeup,
+)
 from executions.engine.threads import Gate, loop_binding
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
@@ -107,6 +116,9 @@ class Worker:
         self.grace_seconds = grace_seconds
         self.owner = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:120]
         self.stopping = False
+        # Between the start and the end of run(): only then does this worker take tokens (a
+        # Worker made and never run, as the tests make them, must not).
+        self._running = False
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
         self._inflight = 0
@@ -115,7 +127,7 @@ class Worker:
         # may take that many beyond the free threads, since pure runs need none.
         self._batch_credit = CLAIM_BATCH
         # Due-now wake-ups between processes are tokens taken only while this has room.
-        self._wake = wakeup.subscribe(ready=self.has_room)
+        self._wake = wakeup.subscribe(ready=self.has_room, on_run=self.run_token)
         # Why a held execution must stop (cancelled, lease lost), from one poll for all of them.
         self._stop_reasons: dict[str, str] = {}
         # Model calls in flight: (run context, stop signal), tripped by the maintenance tick.
@@ -125,6 +137,9 @@ class Worker:
         # The next due time the idle query found (monotonic), reused while runs are in flight.
         self._next_due = 0.0
         self._next_due_read = -IDLE_QUERY_SECONDS  # when (monotonic) it was last read
+        # The last claim took fewer runs than it could (no more due rows), and no wake-up has
+        # come since: a run's end alone does not make the loop claim again.
+        self._dry = False
         # Renewal and the cancel poll on a connection of their own (never starved by runs).
         self._keeper = queue.LeaseKeeper()
         # Run threads computing at once; the others wait blocked (a model call gives its
@@ -203,7 +218,26 @@ class Worker:
     def has_room(self) -> bool:
         """Whether a claim now could take a run (wakeup: this process takes due-now tokens
         only then, so a token goes to a worker that can use it)."""
-        return not self.stopping and self.claim_limit() > 0
+        return self._running and not self.stopping and self.claim_limit() > 0
+
+    def run_token(self, token: bytes) -> bool:
+        """A due-now token that carries a fresh run (engine/tokens.py), on the token taker's
+        thread: run it to its end here if it is pure, written in one statement with no claim
+        before it (an idle run's latency). False: the loop claims it, as for any token."""
+        execution = tokens.run_of(token)
+        if execution is None or not self.has_room():
+            return False
+        with self._inflight_lock:
+            self._inflight += 1  # a stop waits for it (_drain), as for a run on a thread
+        done = False
+        try:
+            done = batch.run_token(execution, worker=self)
+        finally:
+            close_old_connections()  # the connection back to the pool, as after a run
+            with self._inflight_lock:
+                self._inflight -= 1
+                self.completed += done
+        return done
 
     def stop(self) -> None:
         """Stop claiming; running executions hand back at their next step boundary."""
@@ -215,6 +249,7 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
+        self._running = True
         bind = loop_binding()
         server_loop = _server_loop()
         wakeup.start_listener()
@@ -251,8 +286,19 @@ class Worker:
                 hint = wakeup.take_hint(self._wake)
                 if hint is not None:
                     self._next_due = min(self._next_due, hint)
+                if wakeup.take_notified(self._wake):
+                    self._dry = False  # work was announced: claim
                 limit = self.claim_limit()
+                if limit > 0 and self._dry and self._due_in() > 0:
+                    # Only a run of ours ended since a claim found no more due rows: a thread
+                    # is free, but no work came. No claim statement per run end (with 1,000
+                    # runs in flight, each end was an empty claim); new work arrives as a
+                    # wake-up, a later due time as a hint or the due-time query below.
+                    self._wake.wait(self._due_in())
+                    continue
                 claimed = self._claim(limit) if limit > 0 else []
+                if limit > 0:
+                    self._dry = len(claimed) < limit
                 fresh = []
                 for execution in claimed:
                     key = str(execution.pk)
@@ -285,6 +331,7 @@ class Worker:
         finally:
             self.stopping = True
             self._drain()
+            self._running = False
             handed = 0
             try:
                 handed = queue.release_all(owner=self.owner)

@@ -95,7 +95,7 @@ def _insert_start(execution: Execution, *, actor: Actor, wake: bool) -> None:
         step = lifecycle.start_entry(execution, actor=actor, input=execution.input)
         bulk.insert_pair(execution, step)  # one statement: one implicit transaction
         if wake:
-            tasks.enqueue_run(execution.pk)
+            tasks.enqueue_run(execution.pk, fresh=execution)
         lifecycle.start_committed(execution, step)
         return
     with transaction.atomic():

@@ -232,12 +232,13 @@ def _started(batch: list[tuple[Execution, Any, bool]]) -> None:
     """What the full path runs on commit, for starts committed on the loop: the workers woken
     first (they need the rows; ONE wake-up covers every run of the batch, all committed),
     then the starts' live events, in one hand-over (one Redis pipeline), and listeners."""
-    woken = [execution.pk for execution, _, wake in batch if wake]
+    woken = [execution for execution, _, wake in batch if wake]
     try:
         if woken:
-            tasks.enqueue_run(woken[-1])
+            # A lone start's row rides with its wake-up (engine/tokens.py); a batch's wakes.
+            tasks.enqueue_run(woken[-1].pk, fresh=woken[0] if len(woken) == 1 else None)
     except Exception:  # best effort, as on commit: the runs are in the database
-        logger.exception("waking the workers for execution %s", woken[-1])
+        logger.exception("waking the workers for execution %s", woken[-1].pk)
     try:
         lifecycle.starts_committed([(execution, step) for execution, step, _ in batch])
     except Exception:  # best effort, as on commit: the runs are in the database

@@ -119,7 +119,8 @@ def test_a_create_on_the_loop_answers_and_writes_as_the_full_path(
     pg, owner, external, agent, monkeypatch
 ):
     woken = []
-    monkeypatch.setattr(tasks, "enqueue_run", woken.append)  # the wake-up after commit
+    # The wake-up after commit (its `fresh` row is the token's business: test_token_runs.py).
+    monkeypatch.setattr(tasks, "enqueue_run", lambda pk, **_: woken.append(pk))
     fast, slow = handlers()
     for target, body in (
         (external, {"input": {"n": 1}, "metadata": {"m": 1}}),

@@ -39,6 +39,8 @@ def redis_client(settings, monkeypatch):
     # left subscribed would have room, and this process would take tokens for it.
     monkeypatch.setattr(wakeup, "_subscribers", set())
     monkeypatch.setattr(wakeup, "_ready", {})
+    monkeypatch.setattr(wakeup, "_on_run", {})
+    monkeypatch.setattr(wakeup, "_notified", set())
     monkeypatch.setattr(wakeup, "_hints", {})
     yield client
     client.delete(wakeup.tokens_of(client))
@@ -117,6 +119,8 @@ def test_the_taker_takes_tokens_only_while_a_worker_has_room(redis_client, monke
 def test_a_worker_has_room_while_a_claim_could_take_a_run():
     worker = Worker(concurrency=2, maintenance=False)
     try:
+        assert not worker.has_room()  # made but not running: takes no tokens
+        worker._running = True  # as inside run()
         assert worker.has_room()
         worker._inflight = 2
         worker._batch_credit = 0

@@ -18,7 +18,8 @@ from executions.engine.worker import Worker
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
 
-from .engine_helpers import make_agent, start, steps
+from .engine_helpers import make_agent, prompt_workflow, start, steps
+from .llm_servers import OpenAIServer
 
 # Threads share the test database: tests/conftest.py puts SQLite's in a file for this.
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -153,3 +154,36 @@ def test_a_sleeping_execution_is_claimed_when_due_without_a_wake_up(workspace, r
     execution.refresh_from_db()
     assert execution.status == "completed"
     assert execution.output == {"ok": True}
+
+
+def test_runs_ending_do_not_each_make_an_empty_claim(workspace, running_worker, monkeypatch):
+    """With every due row claimed, a run's end frees a thread but brings no work: the loop
+    claims again only when work is announced (a wake-up), not once per run that ends (with
+    1,000 runs in flight, that was an empty claim statement per run). New work started
+    meanwhile is still claimed at once."""
+    claims: list[int] = []
+    real_claim = queue.claim
+
+    def counted(*, owner: str, limit: int):
+        claimed = real_claim(owner=owner, limit=limit)
+        claims.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", counted)
+    delays = [{"content": "ok", "delay": 0.6 + 0.3 * i} for i in range(5)]
+    with OpenAIServer(delays) as server:
+        slow = make_agent(workspace, "slow", "workflow", prompt_workflow(server.base_url))
+        quick = make_agent(workspace, "quick", "workflow", THREE_STEPS)
+        ids = [start(slow, {"n": n}).pk for n in range(5)]
+        running_worker(concurrency=8)
+        wait_until(lambda: len(server.requests) == 5)
+        began = time.monotonic()
+        late = start(quick, {"n": 1})  # announced while the five wait on the model
+        wait_until(lambda: Execution.objects.get(pk=late.pk).status in TERMINAL, timeout=5)
+        assert time.monotonic() - began < 0.5
+        wait_until(lambda: Execution.objects.filter(pk__in=ids, status__in=TERMINAL).count() == 5)
+    assert Execution.objects.filter(pk__in=ids, status="completed").count() == 5
+    # The first claim took the five; the start's wake-up one more; the staggered ends none
+    # (a due-time query, not a claim, at most once a second).
+    empty = [n for n in claims if n == 0]
+    assert len(empty) <= 2, claims
