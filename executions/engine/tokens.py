@@ -12,12 +12,14 @@ it, it was cancelled) writes nothing, and the run is claimed from the table as a
 token that cannot be read (too large, another version's columns) is a plain wake-up.
 
 Only JSON goes through Redis (never pickle: a Redis an attacker can write to must not run code
-in the workers), and only small rows: an input of a megabyte stays in the database and the run
-is claimed.
+in the workers), signed with the deployment's SECRET_KEY (a forged or altered row — another
+input for a real execution — is read as a plain wake-up, never computed), and only small
+rows: an input of a megabyte stays in the database and the run is claimed.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 from datetime import date, datetime
@@ -27,6 +29,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from executions.engine.wakeup import TOKEN_WAKE as WAKE
 from executions.lifecycle import Status
@@ -39,6 +42,7 @@ _ATTNAMES = [field.attname for field in _FIELDS]
 # Written in each token: a worker of another version (other columns) treats it as a wake-up.
 _SHAPE = ",".join(_ATTNAMES)
 _AGENT = Execution._meta.get_field("agent")
+_SALT = "steward.engine.tokens"
 
 
 def token_of(execution: Execution) -> bytes:
@@ -59,21 +63,28 @@ def token_of(execution: Execution) -> bytes:
     except (TypeError, ValueError):
         return WAKE
     encoded = data.encode()
-    return encoded if len(encoded) <= MAX_TOKEN_BYTES else WAKE
+    if len(encoded) > MAX_TOKEN_BYTES:
+        return WAKE
+    return _sign(encoded) + b"." + encoded
 
 
 def run_of(token: bytes) -> Execution | None:
     """The row a token carries, as the claim would have built it (unleased), or None."""
-    if token == WAKE:
-        return None
+    mac, _, encoded = token.partition(b".")
+    if not encoded or not hmac.compare_digest(mac, _sign(encoded)):
+        return None  # WAKE, or not signed by this deployment
     try:
-        data = json.loads(token)
+        data = json.loads(encoded)
         if data.get("shape") != _SHAPE or len(data["row"]) != len(_FIELDS):
             return None
         values = [field.to_python(value) for field, value in zip(_FIELDS, data["row"], strict=True)]
     except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
         return None
     return Execution.from_db(DEFAULT_DB_ALIAS, _ATTNAMES, values)
+
+
+def _sign(encoded: bytes) -> bytes:
+    return salted_hmac(_SALT, encoded, algorithm="sha256").hexdigest().encode()
 
 
 def _plain(value: Any) -> Any:

@@ -62,6 +62,20 @@ def test_runs_a_token_cannot_end_alone_only_wake(workspace):
     assert tokens.run_of(tokens.WAKE) is None
 
 
+def test_a_forged_or_altered_token_is_never_computed(workspace, settings):
+    """Redis is not trusted with an execution's input: a token whose row was altered (another
+    input for a real execution), or signed with another key, is a plain wake-up."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    token = tokens.token_of(start(agent, {"n": 1}))
+    assert tokens.run_of(token) is not None
+    altered = token.replace(b'{"n":1}', b'{"n":9}')
+    assert altered != token and tokens.run_of(altered) is None
+    mac, _, body = token.partition(b".")
+    assert tokens.run_of(b"0" * len(mac) + b"." + body) is None
+    settings.SECRET_KEY = "another deployment's key " * 3
+    assert tokens.run_of(token) is None
+
+
 @postgres_only
 def test_a_pure_run_from_its_token_ends_in_one_statement_without_a_claim(workspace):
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
