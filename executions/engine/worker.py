@@ -222,10 +222,15 @@ class Worker:
 
     def run_token(self, token: bytes) -> bool:
         """A due-now token that carries a fresh run (engine/tokens.py), on the token taker's
-        thread: run it to its end here if it is pure, written in one statement with no claim
-        before it (an idle run's latency). False: the loop claims it, as for any token."""
+        thread: if this worker is idle, run it to its end here if it is pure, written in one
+        statement with no claim before it (an idle run's latency). False: the loop claims it,
+        as for any token."""
+        if self._inflight or not self.has_room():
+            # Busy: the loop's claim takes this run with others and writes their ends
+            # together (one statement per batch), which beats one per run under load.
+            return False
         execution = tokens.run_of(token)
-        if execution is None or not self.has_room():
+        if execution is None:
             return False
         with self._inflight_lock:
             self._inflight += 1  # a stop waits for it (_drain), as for a run on a thread
