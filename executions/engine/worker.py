@@ -137,8 +137,8 @@ class Worker:
         # The next due time the idle query found (monotonic), reused while runs are in flight.
         self._next_due = 0.0
         self._next_due_read = -IDLE_QUERY_SECONDS  # when (monotonic) it was last read
-        # The last claim took fewer runs than it could (no more due rows), and no wake-up has
-        # come since: a run's end alone does not make the loop claim again.
+        # The last claim found no due row, and no wake-up has come since: a run's end alone
+        # does not make the loop claim again.
         self._dry = False
         # Renewal and the cancel poll on a connection of their own (never starved by runs).
         self._keeper = queue.LeaseKeeper()
@@ -295,7 +295,7 @@ class Worker:
                     self._dry = False  # work was announced: claim
                 limit = self.claim_limit()
                 if limit > 0 and self._dry and self._due_in() > 0:
-                    # Only a run of ours ended since a claim found no more due rows: a thread
+                    # Only a run of ours ended since a claim found no due row: a thread
                     # is free, but no work came. No claim statement per run end (with 1,000
                     # runs in flight, each end was an empty claim); new work arrives as a
                     # wake-up, a later due time as a hint or the due-time query below.
@@ -303,7 +303,9 @@ class Worker:
                     continue
                 claimed = self._claim(limit) if limit > 0 else []
                 if limit > 0:
-                    self._dry = len(claimed) < limit
+                    # Dry only when it found nothing: a claim that took fewer rows than it
+                    # asked for may have skipped rows another worker's claim had locked.
+                    self._dry = not claimed
                 fresh = []
                 for execution in claimed:
                     key = str(execution.pk)
