@@ -14,7 +14,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.template.loader import get_template  # noqa: E402
 
 # The dashboard's stylesheet and scripts (and htmx from django-htmx) are served by the app
-# itself (WhiteNoise, first in MIDDLEWARE, with DEBUG off too), so `make up` needs no separate
+# itself (ServeStatic, first in MIDDLEWARE, with DEBUG off too), so `make up` needs no separate
 # web server; a CDN or proxy may still front /static/.
 django_app = get_asgi_application()
 

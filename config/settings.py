@@ -138,6 +138,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # ServeStatic's system checks of its settings (daphne's runserver stays: it comes first).
+    "servestatic",
     "django.contrib.humanize",
     "axes",
     "ninja",  # Swagger UI's files for /api/v1/docs, served from our own static files
@@ -150,8 +152,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Static files first: they need no session, CSP nonce or rate limit.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Static files first: they need no session, CSP nonce or rate limit. ServeStatic's middleware
+    # is async: under ASGI it reads and sends the file on the event loop.
+    "servestatic.middleware.ServeStaticMiddleware",
     # Before sessions and auth: a throttled API call costs one counter hit and nothing else.
     "executions.ratelimit.RateLimitMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
@@ -294,13 +297,15 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# WhiteNoise serves the files straight from the finders, so `make up` needs no collectstatic;
-# a deployment that runs collectstatic gets the same files from STATIC_ROOT.
-WHITENOISE_USE_FINDERS = True
-WHITENOISE_AUTOREFRESH = DEBUG
-# Our files carry their version in their name (steward-1.0.0.js), so they may be cached long.
-WHITENOISE_MAX_AGE = 0 if DEBUG else 3600
-# WhiteNoise warns at every start when STATIC_ROOT is missing, as it is until a collectstatic.
+# ServeStatic serves the files straight from the finders, so `make up` needs no collectstatic;
+# a deployment that runs collectstatic gets the same files (STATIC_ROOT is scanned too).
+SERVESTATIC_USE_FINDERS = True
+SERVESTATIC_USE_STATIC_ROOT = True
+SERVESTATIC_AUTOREFRESH = DEBUG
+# Our files carry their version in their name (steward-1.0.0.js), so they may be cached long;
+# names with a content hash (a manifest storage's) are cached for ten years, as immutable.
+SERVESTATIC_MAX_AGE = 0 if DEBUG else 3600
+# ServeStatic warns at every start when STATIC_ROOT is missing, as it is until a collectstatic.
 with contextlib.suppress(OSError):  # a read-only tree: then the warning is the truth
     STATIC_ROOT.mkdir(exist_ok=True)
 

@@ -175,9 +175,23 @@ def _close_database_pools(django_db_setup, django_db_blocker):
     """PostgreSQL: close the psycopg pool before the test database is dropped (its idle
     connections would otherwise keep the database "in use")."""
     yield
+    import asyncio
+    import gc
+
+    from asgiref.sync import sync_to_async
     from django.db import connections
 
     with django_db_blocker.unblock():
+        # Closing the pool closes its idle connections only: one still checked out stays
+        # open, and DROP DATABASE then fails ("being accessed by other users"). The threads
+        # that still hold one at the end are the tests' own, not the product's:
+        # - asgiref's process-wide thread for `sync_to_async` called outside a request: an
+        #   async test's own `await sync_to_async(...)`, and Django's test clients, which keep
+        #   the connection open after a request where a server closes it. Close it there;
+        asyncio.run(sync_to_async(connections.close_all)())
+        # - threads that have ended (a test's helper thread, an event loop's executor): their
+        #   connection closes when its wrapper, in a reference cycle, is collected.
+        gc.collect()
         for connection in connections.all(initialized_only=True):
             if getattr(connection, "pool", None) is not None:
                 connection.close_pool()

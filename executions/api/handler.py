@@ -5,7 +5,7 @@ thread per request (ThreadSensitiveContext) and a second one to join it, hopped 
 event loop and that thread five times (request_started, the sync middleware, the async
 `AxesMiddleware`, the sync view, the response's close), spooled its body to a temporary file,
 and ran a task listening for a disconnect; and it went through the dashboard's middleware
-(sessions, CSRF, auth, messages, htmx, axes, WhiteNoise), which an API call does not use.
+(sessions, CSRF, auth, messages, htmx, axes, ServeStatic), which an API call does not use.
 
 Here a call to an API face (`/api/`, `/julep`, `/moderately`, `/discuro`) whose view is sync
 runs, in one hop onto a long-lived thread ("lane") leased for the request: request_started,
@@ -62,7 +62,7 @@ SLOW_PATHS = ("/api/v1/docs", "/api/v1/openapi.json")
 # renders no page and sends no message; static files are not under the API's prefixes.
 DASHBOARD_ONLY = frozenset(
     {
-        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "servestatic.middleware.ServeStaticMiddleware",
         "django.contrib.sessions.middleware.SessionMiddleware",
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -9,14 +9,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from django.test import Client, RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
 from django.views.defaults import server_error
 
 from tests.conftest import WORKFLOW_CONFIG
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_in_a_fresh_process(**env: str) -> dict:
@@ -109,6 +111,18 @@ def test_static_files_are_served_by_the_app_with_caching(db):
     assert reply.status_code == 200
     assert "max-age" in reply["Cache-Control"]
     assert Client().get("/static/ninja/swagger-ui-bundle.js").status_code == 200
+
+
+async def test_static_files_are_streamed_asynchronously_under_asgi():
+    # The product runs under ASGI: a file handed over as a synchronous iterator (WhiteNoise's)
+    # made Django warn on every static file ("StreamingHttpResponse must consume synchronous
+    # iterators") and read it in a thread; ServeStatic's is asynchronous.
+    reply = await AsyncClient().get("/static/css/steward-1.0.0.css")
+    assert reply.status_code == 200 and reply.is_async
+    assert reply["Content-Type"].startswith("text/css")
+    assert "max-age" in reply["Cache-Control"]
+    body = b"".join([part async for part in reply.streaming_content])
+    assert body == (ROOT / "static/css/steward-1.0.0.css").read_bytes()
 
 
 SCRIPT = re.compile(r"<script\b([^>]*)>", re.I)
