@@ -31,10 +31,6 @@ from typing import Any
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connections
-from django.utils import timezone
-from django_tasks_db.compat import TaskContext, TaskResultStatus
-from django_tasks_db.models import DBTaskResult
-from django_tasks_db.utils import exclusive_transaction
 
 from executions.engine import (
     batch,
@@ -43,6 +39,7 @@ from executions.engine import (
     queue,
     retention,
     runner,
+    sidework,
     tokens,
     wakeup,
 )
@@ -469,49 +466,14 @@ class Worker:
     def renew_leases(self) -> int:
         return self._keeper.renew(owner=self.owner, execution_ids=self.held())
 
-    # --- side work (django.tasks) ----------------------------------------------------------------
+    # --- side work (django.tasks: engine/sidework.py) ---------------------------------------
 
     def _side_work(self, side_pool: ThreadPoolExecutor) -> None:
-        if not self.queues:
-            return
-        ready = DBTaskResult.objects.ready().filter(
-            backend_name=self.backend, queue_name__in=self.queues
+        rows = sidework.take(
+            backend=self.backend, queues=self.queues, owner=self.owner, limit=SIDE_WORK_THREADS
         )
-        try:
-            with exclusive_transaction(ready.db):
-                rows = list(ready.select_for_update(skip_locked=True)[:SIDE_WORK_THREADS])
-                if rows:
-                    DBTaskResult.objects.filter(pk__in=[r.pk for r in rows]).update(
-                        status=TaskResultStatus.RUNNING,
-                        started_at=timezone.now(),
-                        worker_ids=[self.owner[:64]],
-                    )
-        except OperationalError as exc:
-            if "locked" in str(exc).lower():
-                return
-            raise
         for row in rows:
-            side_pool.submit(self._run_task, row)
-
-    def _run_task(self, row: Any) -> None:
-        try:
-            task = row.task
-            args = row.args_kwargs
-            if task.takes_context:
-                task.call(TaskContext(task_result=row.task_result), *args["args"], **args["kwargs"])
-            else:
-                task.call(*args["args"], **args["kwargs"])
-            DBTaskResult.objects.filter(pk=row.pk).update(
-                status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now()
-            )
-        except BaseException as exc:  # noqa: BLE001 - recorded on the task row
-            logger.exception("task %s (%s) failed", row.pk, row.task_path)
-            try:
-                row.set_failed(exc)
-            except Exception:  # noqa: BLE001
-                logger.exception("could not mark task %s failed", row.pk)
-        finally:
-            close_old_connections()
+            side_pool.submit(sidework.run, row)
 
 
 def _server_loop() -> Any:
