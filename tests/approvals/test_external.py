@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 
 from approvals.models import Approval
 from executions import services
@@ -149,8 +150,11 @@ def test_wait_returns_as_soon_as_someone_decides(owner, teammate):
     approval = Approval.objects.get(execution=execution)
 
     def decide_soon() -> None:
-        time.sleep(0.4)
-        teammate.post(f"/api/v1/approvals/{approval.pk}/decide", {"decision": "approve"})
+        try:
+            time.sleep(0.4)
+            teammate.post(f"/api/v1/approvals/{approval.pk}/decide", {"decision": "approve"})
+        finally:
+            connection.close()  # this thread's: the test client leaves it open
 
     thread = threading.Thread(target=decide_soon)
     thread.start()

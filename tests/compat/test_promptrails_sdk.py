@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from promptrails import (
     AsyncPromptRails,
     ContentEvent,
@@ -225,7 +225,9 @@ def test_stream_yields_content_then_done_for_the_demo_research_assistant(client,
 
 
 async def test_the_async_stream_yields_the_same_events(asgi_server, owner):
-    agents = await asyncio.to_thread(demo_seed, workspace=owner.workspace)
+    # sync_to_async, not asyncio.to_thread: the loop's executor thread would end still holding
+    # its connection (conftest's _close_database_pools closes the shared sync thread's).
+    agents = await sync_to_async(demo_seed)(workspace=owner.workspace)
     async with AsyncPromptRails(api_key=owner.key, base_url=asgi_server.url) as client:
         started = await client.agents.execute(
             str(agents["research-assistant"].pk), input={"question": "Order A-1001?"}
