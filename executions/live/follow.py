@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from executions.lifecycle import PARKED, TERMINAL
 from executions.models import Execution
@@ -96,7 +97,19 @@ async def follow(
 
 
 def _load(execution_id: Any) -> Execution:
-    return Execution.objects.select_related("agent", "agent_version").get(pk=execution_id)
+    execution = Execution.objects.select_related("agent", "agent_version").get(pk=execution_id)
+    release_between_reads()
+    return execution
+
+
+def release_between_reads() -> None:
+    """Give this thread's database connection back to the pool. A long poll (`wait`, `sync:
+    true`, an approval's wait) reads every so often for up to minutes; its thread kept a pooled
+    connection all along, so sixteen waiting programs held the whole pool (DB_POOL_MAX) and
+    every other request waited for one. Not inside a transaction (a test's): closing would
+    end it."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 # On the request's own thread for sync code, like the API's other reads (a test's transaction
