@@ -35,6 +35,9 @@ def test_the_start_the_claim_and_the_end_are_prepared_and_planned_once(workspace
     every run (the start, the claim, a lone run's end) are prepared anyway from their first
     run, and planned once (a generic plan), so PostgreSQL stops parsing and planning them per
     run — it kept a custom plan, planned at each run, for the claim and the end."""
+    # A session of its own: the connection outlives tests, and an earlier test's start (a
+    # parent, an idempotency key: other parameter types) is prepared under another name.
+    connection.close()
     agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
     for n in range(8):
         start(agent, {"n": n})
