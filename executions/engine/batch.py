@@ -8,7 +8,9 @@ sleep, a child, an event sent mid-run — raises NeedsThread *before* it does an
 run goes to a thread of its own, where it runs from its last record as any claimed run does
 (its pure steps are simply computed again: pure means that is harmless). So nothing with a
 side effect ever runs here, and the durability rule is the one of a single run: a side
-effect is recorded before anything depends on it; a batch only ever writes runs' ends.
+effect is recorded before anything depends on it. A batch writes runs' ends, and the starts
+of fresh runs that stopped before their first side effect (`start_together`: the write their
+threads would make first, made for all of them at once).
 
 The write (lifecycle_batch.append_batch): one compare-and-set UPDATE for every run (RETURNING the
 ids that matched), one INSERT of the winners' transitions and events (one statement on
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
 from executions import lifecycle_batch
 from executions.engine import runner, writes
-from executions.engine.context import RunContext
+from executions.engine.context import NeedsThread, RunContext
+from executions.engine.records import StartedRows
 from executions.lifecycle import Status
 from executions.live import events
 from executions.models import AgentType, Execution, ExecutionEvent
@@ -43,14 +47,21 @@ def run_batch(
     Returns the others, each with the records already read for it (or None), for threads."""
     leftover: list[tuple[Execution, list | None]] = []
     ready: list[RunContext] = []
+    starting: list[RunContext] = []
     for execution in executions:
         ctx = _try(execution, owner=owner, worker=worker)
-        if ctx is None or ctx.collected is None:
-            leftover.append((execution, ctx.rows if ctx is not None else None))
-        else:
+        if ctx is not None and ctx.collected is not None:
             ready.append(ctx)
+        elif ctx is not None and ctx.needs_thread and ctx.start_deferred:
+            starting.append(ctx)
+        else:
+            leftover.append((execution, ctx.rows if ctx is not None else None))
     if ready:
         leftover.extend(write(ready))
+    if len(starting) > 1:
+        leftover.extend(start_together(starting))
+    else:  # one start: its thread writes it in one statement (writes.write_alone)
+        leftover.extend((ctx.execution, ctx.rows) for ctx in starting)
     return leftover
 
 
@@ -78,6 +89,12 @@ def _try(execution: Execution, *, owner: str, worker: Any) -> RunContext | None:
         runner.finish(ctx, runner.execute(ctx))
     except (KeyboardInterrupt, SystemExit):
         raise
+    except NeedsThread:
+        # Stopped before its first step that is not pure: nothing done but pure steps.
+        if ctx is not None:
+            ctx.collected = None
+            ctx.needs_thread = True
+        return ctx
     except BaseException:  # noqa: BLE001 - NeedsThread, a failure, a stop: the runner's case
         if ctx is not None:
             ctx.collected = None
@@ -87,11 +104,64 @@ def _try(execution: Execution, *, owner: str, worker: Any) -> RunContext | None:
 
 def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
     """One transaction for the ends of `ready`; returns those that must go to a thread."""
-    batch = [ctx.collected for ctx in ready]
-    assert all(pending is not None for pending in batch)
     # As claimed: the rows a thread runs from if the batch cannot be written (the write keeps
     # the winners' objects in step with their rows, as append_many does).
     claimed = {ctx.execution.pk: copy.copy(ctx.execution) for ctx in ready}
+    if _alone(ready):
+        return _write_alone(ready[0], claimed[ready[0].execution.pk])
+    won_ids = _append(ready)
+    if won_ids is None:
+        return [(claimed[ctx.execution.pk], ctx.rows) for ctx in ready]
+    out = []
+    for ctx in ready:
+        if ctx.execution.pk in won_ids:
+            ctx.lease_released = True
+            if ctx.lost_worker:
+                runner.log_lost_worker(ctx.execution.pk)
+            runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, "batch")
+        else:
+            out.append((ctx.execution, ctx.rows))
+    return out
+
+
+def start_together(starting: list[RunContext]) -> list[tuple[Execution, list | None]]:
+    """Fresh runs of a claim that stopped before their first side effect (a model call, a
+    tool, an approval…): their starts, with the pure steps before it, written in ONE
+    transaction and published in one hand-over, instead of one write and one publish per
+    run on its thread — the write each thread would make first (RunContext.before_effect).
+    Each then goes to a thread with the steps written (StartedRows), running under its
+    lease; one whose compare-and-set lost (cancelled meanwhile) goes as claimed, and its
+    thread finds out as any run does. Nothing with a side effect runs here."""
+    claimed = {ctx.execution.pk: copy.copy(ctx.execution) for ctx in starting}
+    for ctx in starting:
+        ctx.collected = ctx.held_start()
+    won_ids = _append(starting)
+    if won_ids is None:
+        return [(claimed[ctx.execution.pk], None) for ctx in starting]
+    written_at = time.monotonic()
+    out: list[tuple[Execution, list | None]] = []
+    for ctx in starting:
+        if ctx.execution.pk not in won_ids:
+            out.append((claimed[ctx.execution.pk], None))
+            continue
+        assert ctx.collected is not None
+        rows = [_step_row(entry) for entry in ctx.collected.entries if entry["type"] == "step"]
+        out.append((ctx.execution, StartedRows(rows, written_at)))
+    return out
+
+
+def _step_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """A step entry as RunContext replays it (the columns it reads back from the history)."""
+    return {key: entry.get(key) for key in ("step_path", "step_kind", "output", "usage", "cost")}
+
+
+def _append(ready: list[RunContext]) -> set[Any] | None:
+    """The writes collected on `ready` (each ctx.collected) in one transaction, their events
+    inserted with their entries and published once committed. Returns the ids whose
+    compare-and-set won, or None when nothing could be written (a deadlock, the database
+    away): then each run goes to a thread and writes alone, as it would without batching."""
+    batch = [ctx.collected for ctx in ready]
+    assert all(pending is not None for pending in batch)
     stored: list[ExecutionEvent] = []
 
     def events_of(won: list[Any]) -> list[ExecutionEvent]:
@@ -113,29 +183,15 @@ def write(ready: list[RunContext]) -> list[tuple[Execution, list | None]]:
                 ctx._event_batch = None
         return stored
 
-    if _alone(ready):
-        return _write_alone(ready[0], claimed[ready[0].execution.pk])
     try:
         with transaction.atomic():
             won = lifecycle_batch.append_batch(batch, more=events_of)  # type: ignore[arg-type]
-            won_ids = {pending.execution.pk for pending in won}
             if stored:
                 transaction.on_commit(lambda: events.stream_events(stored))
     except DatabaseError:
-        # Nothing of the batch was written (a deadlock, the database away): each run goes to
-        # a thread and writes alone, as it would have without batching.
         logger.warning("a batch of %d runs could not be written at once", len(ready), exc_info=True)
-        return [(claimed[ctx.execution.pk], ctx.rows) for ctx in ready]
-    out = []
-    for ctx in ready:
-        if ctx.execution.pk in won_ids:
-            ctx.lease_released = True
-            if ctx.lost_worker:
-                runner.log_lost_worker(ctx.execution.pk)
-            runner._log(ctx.execution, Status.RUNNING, ctx.execution.status, "batch")
-        else:
-            out.append((ctx.execution, ctx.rows))
-    return out
+        return None
+    return {pending.execution.pk for pending in won}
 
 
 def _alone(ready: list[RunContext]) -> bool:

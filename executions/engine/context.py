@@ -84,6 +84,8 @@ PURE_KINDS = frozenset(
 # Records that may ride with a model call's held record (see Effects.llm): pure steps, and a
 # prompt step's own summary record.
 HELD_WITH_MODEL = PURE_KINDS | {"llm", "prompt"}
+# How long a start written by a batch stands for a fresh read of the row (take_start_proof).
+START_PROOF_SECONDS = 1.0
 
 
 class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
@@ -130,6 +132,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         # does anything, and the run's end is handed to the batch (`collected`), not written.
         self.pure_only = pure_only
         self.collected: lifecycle.Pending | None = None
+        self.needs_thread = False  # it stopped there, before a step that is not pure
         # A fresh run (it was pending a moment ago) has no recorded steps to replay; a run
         # handed on from a batch brings the rows the batch read.
         if fresh:
@@ -142,6 +145,8 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
             )
         self.rows = rows
         self.lost_worker = False  # resumed after its worker died (runner.context_for)
+        # When its batch wrote its start (runner.context_for), for take_start_proof.
+        self.started_by_batch: float | None = None
         for row in rows:
             self.recorded[row["step_path"]] = Recorded(
                 row["output"], row["step_kind"], row["usage"], row["cost"]
@@ -290,10 +295,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         INSERT (lifecycle.append_many) that also renews the lease; `then` runs in the same
         transaction (the end's event, waking a parent)."""
         with self._lock:
-            held, self._deferred = self._deferred, []
-            held_fields, self._deferred_fields = self._deferred_fields, {}
-            started, self._deferred_events = self._deferred_events, []
-            held_events, self._held_events = self._held_events, []
+            held, held_fields, started, held_events = self._take_held()
             events = started + held_events
             all_entries = held + entries
             if not all_entries and then is None:
@@ -335,6 +337,33 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
                 raise self.stopped_writing() from None
             self.start_deferred = False
             self._held_effect = False
+
+    def _take_held(self) -> tuple[list, dict, list, list]:
+        """The records, columns and events held back (cleared here): what the next write
+        writes first."""
+        held, self._deferred = self._deferred, []
+        held_fields, self._deferred_fields = self._deferred_fields, {}
+        started, self._deferred_events = self._deferred_events, []
+        held_events, self._held_events = self._held_events, []
+        return held, held_fields, started, held_events
+
+    def held_start(self) -> lifecycle.Pending:
+        """A fresh run stopped in a batch before its first side effect (NeedsThread): its start
+        and the pure steps before that effect, as the write its thread would make first
+        (before_effect), for the batch to write with others' (engine/batch.py)."""
+        with self._lock:
+            held, fields, started, held_events = self._take_held()
+            fields = {**fields, "lease_expires_at": self.lease_until()}
+            return lifecycle.Pending(
+                self.execution, held, fields, self.guard, events=started + held_events
+            )
+
+    def take_start_proof(self) -> bool:
+        """Whether this run's start was written by its batch less than START_PROOF_SECONDS ago
+        (once): that compare-and-set on status and lease proved what a fresh read before the
+        first side effect would (Effects.llm), as a start written by the run itself does."""
+        at, self.started_by_batch = self.started_by_batch, None
+        return at is not None and time.monotonic() - at < START_PROOF_SECONDS
 
     def write_deferred(self) -> None:
         """Write the records held back (before a park's own write, or at a stop)."""

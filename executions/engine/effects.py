@@ -21,8 +21,8 @@ from executions.engine.threads import long_wait, single_writer_db
 
 class Effects:
     """The model-call and tool-call part of RunContext. Uses: step(), record(), note(),
-    check(), raise_stop(), watch(), approval(), delta(), flush(), emit(), recorded, limits,
-    config, execution, _lock."""
+    check(), raise_stop(), watch(), approval(), delta(), flush(), emit(), take_start_proof(),
+    recorded, limits, config, execution, _lock."""
 
     def llm(
         self,
@@ -43,7 +43,7 @@ class Effects:
             model.timeout = min(model.timeout, float(step_timeout))
         # A run still pending writes its start just before the call (step's before_effect): a
         # compare-and-set on status and lease that has just proved what a fresh read would.
-        proven_by_start = self.start_deferred
+        proven_by_start = self.start_deferred or self.take_start_proof()
 
         def call() -> StepResult:
             self.check(fresh=not proven_by_start)

@@ -28,6 +28,16 @@ class Recorded:
     cost: Decimal | None
 
 
+class StartedRows(list):
+    """The step records a batch has just written with a fresh run's start (engine/batch.py),
+    handed to the run's thread: the run is running under this worker's lease, its start just
+    proven — not a run resumed after its worker died (runner.context_for)."""
+
+    def __init__(self, rows: list[dict[str, Any]], written_at: float) -> None:
+        super().__init__(rows)
+        self.written_at = written_at  # time.monotonic() when its start committed
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return float(obj)

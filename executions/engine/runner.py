@@ -34,6 +34,7 @@ from executions.engine.context import (
     StepFailed,
     jsonable,
 )
+from executions.engine.records import StartedRows
 from executions.lifecycle import TERMINAL, GuardFailed, IllegalTransition, Status
 from executions.models import Agent, AgentType, AgentVersion, Execution
 from executions.schemas import violations
@@ -102,7 +103,8 @@ def context_for(
     rows: list | None = None,
 ) -> RunContext:
     """The run context of a claimed execution: a fresh run's start held back with its first
-    steps, or a resumed run's records read for replay (`rows`: already read by a batch)."""
+    steps, a run its batch has just started (`rows`: StartedRows, the steps written with the
+    start), or a resumed run's records read for replay (`rows`: already read by a batch)."""
     execution_id = execution.pk
     if execution.status == Status.PENDING:
         ctx = RunContext(execution, owner=owner, worker=worker, fresh=True, pure_only=pure_only)
@@ -110,6 +112,9 @@ def context_for(
         ctx.defer_start(("execution", started))
         return ctx
     ctx = RunContext(execution, owner=owner, worker=worker, pure_only=pure_only, rows=rows)
+    if isinstance(rows, StartedRows):
+        ctx.started_by_batch = rows.written_at
+        return ctx
     ctx.lost_worker = not (ctx.state.get("parked") or ctx.state.get("handed_back_at"))
     if ctx.lost_worker and not pure_only:  # a batch logs it once the run is written
         log_lost_worker(execution_id)
