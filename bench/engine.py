@@ -74,6 +74,12 @@ THREE_STEPS = {
 PEERS_SITE = os.environ.get("BENCH_PEERS_SITE", "")
 
 
+# Between two idle-latency samples, the same for every system (engine_peers.py's DBOS loop
+# too): Steward's loop slept 0.1 s where the peers' slept 0.05 s, and a longer idle gap
+# leaves caches and CPUs colder for the next sample.
+IDLE_GAP_SECONDS = 0.05
+
+
 def peers_path() -> str:
     return os.pathsep.join(p for p in (str(ROOT), PEERS_SITE) if p)
 
@@ -127,7 +133,7 @@ def run_celery(executions: int, samples: int, redis_url: str) -> dict:
             t0 = time.monotonic()
             engine_peers.three_steps.delay(n).get(timeout=30)
             latencies.append((time.monotonic() - t0) * 1000)
-            time.sleep(0.05)
+            time.sleep(IDLE_GAP_SECONDS)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -295,7 +301,7 @@ def main() -> None:
         row = Execution.objects.filter(pk=execution.pk).values("completed_at", "created_at")[0]
         if row["completed_at"]:
             engine_ms.append((row["completed_at"] - row["created_at"]).total_seconds() * 1000)
-        time.sleep(0.1)  # let the workers go idle again
+        time.sleep(IDLE_GAP_SECONDS)  # the workers idle again, as the peers' between samples
 
     # 3. approve -> running -------------------------------------------------------------------
     approve = approve_to_running(workspace, watcher, args.approval_samples)

@@ -88,7 +88,7 @@ def run_dbos(database_url: str, executions: int, samples: int, threads: int) -> 
         t0 = time.monotonic()
         three(executions + n)
         latencies.append((time.monotonic() - t0) * 1000)
-        time.sleep(0.05)
+        time.sleep(0.05)  # engine.py's IDLE_GAP_SECONDS
     DBOS.destroy()
     latencies.sort()
     return {
