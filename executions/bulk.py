@@ -318,76 +318,60 @@ def insert_pair(first: Model, second: Model) -> None:
         obj._state.db = connection.alias
 
 
-# Up to this many rows, insert_many writes its own multi-row INSERT; beyond, bulk_create's
-# UNNEST form (one array per column) binds far fewer parameters than rows x columns.
-SMALL_INSERT_ROWS = 16
-
-
 def insert_many(objs: list[Model]) -> list[Model]:
-    """`bulk_create` for a few new rows of one model; see `insert_groups`."""
+    """`bulk_create` for new rows of one model; see `insert_groups`."""
     insert_groups([objs])
     return objs
 
 
 def insert_groups(groups: list[list[Model]]) -> None:
-    """`bulk_create` for a few new rows of one or more models (an idle worker's batch: its
-    runs' transitions and their events), ids set on the objects. On PostgreSQL, ONE statement
-    for all the groups (`WITH g0 AS (INSERT … RETURNING id), g1 AS (…) SELECT …`: one round
-    trip, not one per model), each group's multi-row INSERT the row form of the ORM's own
-    INSERT compiled once per model (as insert_pair's), each value prepared by its field, the
-    ids read back in row order. bulk_create compiled each statement anew: ~20% of the CPU of a
-    batch of one (docs/performance.md, "Engine"). Many rows (a busy worker's batch: bulk_create's
-    UNNEST binds one array per column, and a hand-written 64-run INSERT measured slower),
-    other databases, or a value that is an expression: bulk_create, one group at a time."""
+    """`bulk_create` for new rows of one or more models (a batch's transitions and their
+    events), ids set on the objects. On PostgreSQL, ONE statement for all the groups
+    (`WITH g0 AS (INSERT … RETURNING id), g1 AS (…) SELECT …`: one round trip, not one per
+    model), each group's rows as ONE jsonb parameter (insert_where_sql, as a lone run's end
+    writes them), the ids read back in row order. bulk_create compiled its statement anew
+    and prepared every value through its field into one array per column: a 64-run batch
+    spent more of its CPU there than computing the runs (docs/performance.md, "Engine").
+    Other databases, rows with a primary key set, or a value that is an expression:
+    bulk_create, one group at a time."""
     groups = [objs for objs in groups if objs]
     if not groups:
         return
-    own = connection.vendor == "postgresql" and sum(map(len, groups)) <= SMALL_INSERT_ROWS
-    parts = [_rows_insert(objs) for objs in groups] if own else []
-    if not own or None in parts:
+    parts = [_json_insert(objs) for objs in groups] if connection.vendor == "postgresql" else []
+    if not parts or None in parts:
         for objs in groups:
             type(objs[0]).objects.bulk_create(objs)
         return
     ready = [part for part in parts if part is not None]
     params = [value for _, values, _ in ready for value in values]
-    if len(ready) == 1:
-        sql = ready[0][0]
-    else:
-        q = connection.ops.quote_name
-        ctes = ", ".join(f"g{i} AS ({part_sql})" for i, (part_sql, _, _) in enumerate(ready))
-        picks = [f"SELECT {i}, {q(auto.column)} FROM g{i}" for i, (_, _, auto) in enumerate(ready)]
-        sql = f"WITH {ctes} {' UNION ALL '.join(picks)}"
+    q = connection.ops.quote_name
+    ctes = ", ".join(f"g{i} AS ({part_sql})" for i, (part_sql, _, _) in enumerate(ready))
+    picks = [f"SELECT {i}, {q(auto.column)} FROM g{i}" for i, (_, _, auto) in enumerate(ready)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        ids = iter(cursor.fetchall())
-    for objs, (_, _, auto) in zip(groups, ready, strict=True):
-        for obj in objs:
-            setattr(obj, auto.attname, next(ids)[-1])
+        cursor.execute(f"WITH {ctes} {' UNION ALL '.join(picks)}", params)
+        found = cursor.fetchall()
+    for i, (objs, (_, _, auto)) in enumerate(zip(groups, ready, strict=True)):
+        # Each group's ids in the order its rows were inserted (ORDER BY, one sequence).
+        ids = sorted(pk for group, pk in found if group == i)
+        for obj, pk in zip(objs, ids, strict=True):
+            setattr(obj, auto.attname, pk)
             obj._state.adding = False
             obj._state.db = connection.alias
 
 
-def _rows_insert(objs: list[Model]) -> tuple[str, list[Any], Any] | None:
-    """(the multi-row INSERT … RETURNING id of `objs`, its parameters, the auto field), or
-    None when the ORM must write them (no auto id, a primary key set, an expression)."""
-    model = type(objs[0])
-    cached = _insert_cache.get(model)
-    if cached is None:
-        if objs[0].pk is not None:
-            return None
-        cached = _insert_cache[model] = _compile_insert(objs[0])
-    sql, fields, auto = cached
-    if auto is None or any(obj.pk is not None for obj in objs):
+def _json_insert(objs: list[Model]) -> tuple[str, list[Any], Any] | None:
+    """insert_where_sql of `objs` (always inserted), or None when the ORM must write them (no
+    auto id, a primary key set, an expression as a value)."""
+    meta = objs[0]._meta
+    if meta.auto_field is None:
         return None
-    params: list[Any] = []
+    fields = meta.local_concrete_fields
     for obj in objs:
-        values = [f.pre_save(obj, True) for f in fields]
-        if any(hasattr(v, "resolve_expression") for v in values):
+        if obj.pk is not None or any(
+            hasattr(getattr(obj, f.attname, None), "resolve_expression") for f in fields
+        ):
             return None
-        params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)]
-    head, _, rest = sql.partition(" VALUES ")
-    row, _, returning = rest.rpartition(" RETURNING ")
-    return f"{head} VALUES {', '.join([row] * len(objs))} RETURNING {returning}", params, auto
+    return insert_where_sql(objs, where="TRUE")
 
 
 # Per model: the INSERT's SQL, its fields and auto field. The statement's text never changes

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from executions import bulk
 from executions.engine import batch, queue
-from executions.models import Transition
+from executions.models import ExecutionEvent, Transition
 
 from .engine_helpers import THREE_STEPS, make_agent, start
 
@@ -98,3 +98,31 @@ def test_rows_inserted_as_jsonb_read_back_exactly(workspace):
     assert first.message == "quote \" and 'single'"
     assert first.started_at == at and first.ended_at == at + timedelta(seconds=1)
     assert first.execution_id == execution.pk and first.created_at is not None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement for every group")
+def test_a_batchs_rows_are_inserted_in_one_statement_ids_in_order(workspace):
+    """A busy worker's batch (64 runs: hundreds of transitions and events) inserts its groups
+    as one statement of one jsonb parameter per model, not bulk_create's arrays per column;
+    each object gets its own row's id, in the rows' order."""
+    agent = make_agent(workspace, "three", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    rows = [
+        Transition(execution=execution, seq=100 + i, type="step", step_path=f"main[{i}]",
+                   output={"i": i}, cost=Decimal(i) / 8 if i % 2 else None)
+        for i in range(40)
+    ]  # fmt: skip
+    events = [ExecutionEvent(execution=execution, type="log", data={"i": i}) for i in range(30)]
+    with CaptureQueriesContext(connection) as captured:
+        bulk.insert_groups([rows, events])
+    assert len(captured.captured_queries) == 1
+    assert "jsonb_populate_recordset" in captured.captured_queries[0]["sql"]
+    for group in (rows, events):
+        ids = [obj.pk for obj in group]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    read = {t.pk: t for t in Transition.objects.filter(pk__in=[r.pk for r in rows])}
+    for i, row in enumerate(rows):
+        assert (read[row.pk].seq, read[row.pk].output) == (100 + i, {"i": i})
+        assert read[row.pk].cost == (Decimal(i) / 8 if i % 2 else None)
+    stored = ExecutionEvent.objects.filter(pk__in=[e.pk for e in events]).order_by("pk")
+    assert [e.data for e in stored] == [{"i": i} for i in range(30)]
