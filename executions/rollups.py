@@ -148,20 +148,27 @@ def upserts_sql(rows: dict[tuple, dict[str, Any]], durations: dict[tuple, int], 
         parts.append((_UPSERT, meta.db_table, fields, values))
     out = []
     for template, table, fields, values in parts:
-        head, _, conflict = template.partition(" VALUES {rows}")
         # Prepared as the plain upserts prepare them (get_db_prep_value: no save-only steps).
         prepared = [
             [f.get_db_prep_value(v, connection) for f, v in zip(fields, row, strict=True)]
             for row in values
         ]
-        values_part, params = bulk.values_sql(fields, prepared, prepared=True)
-        cols = ", ".join(f"c{j}" for j in range(len(fields)))
-        sql = (
-            f"{head.format(table=table)} SELECT {cols} FROM {values_part} AS r ({cols})"
-            f" WHERE {where}{conflict.format(table=table)}"
-        )
-        out.append((sql, params))
+        key = (table, where, len(prepared))
+        sql = _upsert_texts.get(key)
+        if sql is None:
+            head, _, conflict = template.partition(" VALUES {rows}")
+            values_part, _ = bulk.values_sql(fields, prepared, prepared=True)
+            cols = ", ".join(f"c{j}" for j in range(len(fields)))
+            sql = _upsert_texts[key] = (
+                f"{head.format(table=table)} SELECT {cols} FROM {values_part} AS r ({cols})"
+                f" WHERE {where}{conflict.format(table=table)}"
+            )
+        out.append((sql, [value for row in prepared for value in row]))
     return out
+
+
+# upserts_sql's text per (table, condition, number of rows): the same for every run's end.
+_upsert_texts: dict[tuple[str, str, int], str] = {}
 
 
 def rollup_add(*, workspace_id: Any, agent_id: Any, status: str, hour: Any, shard: int = 0,
