@@ -228,25 +228,13 @@ def insert_where_sql(objs: list[Model], *, where: str) -> tuple[str, list[Any], 
     back to the VALUES form."""
     model = type(objs[0])
     meta = model._meta
-    q = connection.ops.quote_name
     auto = meta.auto_field
-    fields = _insert_fields.get(model)
-    if fields is None:
-        fields = _insert_fields[model] = [f for f in meta.local_concrete_fields if f is not auto]
+    fields = _fields_of(model)
     rows = [[f.pre_save(obj, True) for f in fields] for obj in objs]
     payload = _json_rows(fields, rows)
     if payload is not None:
-        sql = _json_inserts.get((model, where))
-        if sql is None:
-            table = q(meta.db_table)
-            columns = ", ".join(q(f.column) for f in fields)
-            picked = ", ".join(f"r.{q(f.column)}" for f in fields)
-            sql = _json_inserts[(model, where)] = (
-                f"INSERT INTO {table} ({columns}) SELECT {picked} FROM jsonb_populate_recordset("
-                f"NULL::{table}, %s::jsonb) WITH ORDINALITY AS r WHERE {where}"
-                f" ORDER BY r.ordinality RETURNING {q(auto.column)}"
-            )
-        return sql, [payload], auto
+        return _json_insert_sql(model, where), [payload], auto
+    q = connection.ops.quote_name
     values, params = values_sql(fields, rows, ordinal=True)
     cols = ", ".join(f"c{j}" for j in range(len(fields)))
     sql = (
@@ -257,8 +245,36 @@ def insert_where_sql(objs: list[Model], *, where: str) -> tuple[str, list[Any], 
     return sql, params, auto
 
 
-# insert_where_sql's per model: its fields, and its statement's text per `where` (the same
-# for every run; building it quoted ~90 names per idle run's end).
+def _fields_of(model: type[Model]) -> list[Any]:
+    """The columns an INSERT of a new row of `model` writes (all but its auto id)."""
+    fields = _insert_fields.get(model)
+    if fields is None:
+        auto = model._meta.auto_field
+        fields = [f for f in model._meta.local_concrete_fields if f is not auto]
+        _insert_fields[model] = fields
+    return fields
+
+
+def _json_insert_sql(model: type[Model], where: str) -> str:
+    """The jsonb INSERT's text for `model` and `where`, made once (the same for every run)."""
+    sql = _json_inserts.get((model, where))
+    if sql is None:
+        q = connection.ops.quote_name
+        meta = model._meta
+        table = q(meta.db_table)
+        fields = _fields_of(model)
+        columns = ", ".join(q(f.column) for f in fields)
+        picked = ", ".join(f"r.{q(f.column)}" for f in fields)
+        sql = _json_inserts[(model, where)] = (
+            f"INSERT INTO {table} ({columns}) SELECT {picked} FROM jsonb_populate_recordset("
+            f"NULL::{table}, %s::jsonb) WITH ORDINALITY AS r WHERE {where}"
+            f" ORDER BY r.ordinality RETURNING {q(meta.auto_field.column)}"
+        )
+    return sql
+
+
+# insert_where_sql's per model: its fields, and its statement's text per `where` (building it
+# quoted ~90 names per idle run's end).
 _insert_fields: dict[type[Model], list[Any]] = {}
 _json_inserts: dict[tuple[type[Model], str], str] = {}
 
@@ -397,18 +413,18 @@ def insert_groups(groups: list[list[Model]]) -> None:
 
 
 def _json_insert(objs: list[Model]) -> tuple[str, list[Any], Any] | None:
-    """insert_where_sql of `objs` (always inserted), or None when the ORM must write them (no
-    auto id, a primary key set, an expression as a value)."""
-    meta = objs[0]._meta
-    if meta.auto_field is None:
+    """insert_where_sql of `objs` (always inserted), or None when the ORM must write them: no
+    auto id, a primary key set, or a value JSON does not carry exactly (an expression among
+    them: each value is looked at once, by _json_rows)."""
+    model = type(objs[0])
+    auto = model._meta.auto_field
+    if auto is None or any(obj.pk is not None for obj in objs):
         return None
-    fields = meta.local_concrete_fields
-    for obj in objs:
-        if obj.pk is not None or any(
-            hasattr(getattr(obj, f.attname, None), "resolve_expression") for f in fields
-        ):
-            return None
-    return insert_where_sql(objs, where="TRUE")
+    fields = _fields_of(model)
+    payload = _json_rows(fields, [[f.pre_save(obj, True) for f in fields] for obj in objs])
+    if payload is None:
+        return None
+    return _json_insert_sql(model, "TRUE"), [payload], auto
 
 
 # Per model: the INSERT's SQL, its fields and auto field. The statement's text never changes
