@@ -198,7 +198,10 @@ async def approval_wait(request: HttpRequest, approval_id: Text, timeout: Second
     """Polls one indexed column with asyncio.sleep between reads, so a thousand waiting
     programs hold no thread; the reply is the approval as it is when decided or at timeout
     (`status` still `pending` then: call again)."""
-    approval = await sync_to_async(_get_then_release)(request.workspace, approval_id)
+    # Each read gives its connection back: a thousand waiting programs hold no pooled one.
+    approval = await sync_to_async(follow.read_then_release)(
+        approval_selectors.approval_get, workspace=request.workspace, approval_id=approval_id
+    )
     timeout = max(0.0, min(float(timeout), MAX_WAIT_SECONDS))
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -206,26 +209,14 @@ async def approval_wait(request: HttpRequest, approval_id: Text, timeout: Second
     while status == ApprovalStatus.PENDING and time.monotonic() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
-        status = await sync_to_async(_status_then_release)(approval.pk)
+        status = await sync_to_async(follow.read_then_release)(
+            approval_selectors.approval_status, approval_id=approval.pk
+        )
     approval = await sync_to_async(approval_selectors.approval_get)(
         workspace=request.workspace, approval_id=approval.pk
     )
     body = await sync_to_async(shaped)(request, approval)
     return json_reply({"data": body, "meta": {"decided": status != ApprovalStatus.PENDING}})
-
-
-# The wait's reads give their connection back between polls (follow.release_between_reads): a
-# thousand waiting programs must hold no pooled connection.
-def _get_then_release(workspace: Any, approval_id: Any) -> Any:
-    approval = approval_selectors.approval_get(workspace=workspace, approval_id=approval_id)
-    follow.release_between_reads()
-    return approval
-
-
-def _status_then_release(approval_id: Any) -> str:
-    status = approval_selectors.approval_status(approval_id=approval_id)
-    follow.release_between_reads()
-    return status
 
 
 # --- webhooks --------------------------------------------------------------------------------

@@ -97,19 +97,22 @@ async def follow(
 
 
 def _load(execution_id: Any) -> Execution:
-    execution = Execution.objects.select_related("agent", "agent_version").get(pk=execution_id)
-    release_between_reads()
-    return execution
+    return read_then_release(
+        Execution.objects.select_related("agent", "agent_version").get, pk=execution_id
+    )
 
 
-def release_between_reads() -> None:
-    """Give this thread's database connection back to the pool. A long poll (`wait`, `sync:
-    true`, an approval's wait) reads every so often for up to minutes; its thread kept a pooled
-    connection all along, so sixteen waiting programs held the whole pool (DB_POOL_MAX) and
-    every other request waited for one. Not inside a transaction (a test's): closing would
-    end it."""
-    if not connection.in_atomic_block:
-        connection.close()
+def read_then_release[R](read: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """`read(*args, **kwargs)`, then this thread's database connection back to the pool. A
+    long poll (`wait`, `sync: true`, an approval's wait) reads every so often for up to
+    minutes; its thread kept a pooled connection all along, so sixteen waiting programs held
+    the whole pool (DB_POOL_MAX) and every other request waited for one. Not inside a
+    transaction (a test's): closing would end it."""
+    try:
+        return read(*args, **kwargs)
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 # On the request's own thread for sync code, like the API's other reads (a test's transaction
