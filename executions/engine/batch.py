@@ -32,7 +32,7 @@ from django.db import DatabaseError, connection, transaction
 from executions import lifecycle_batch
 from executions.engine import runner, writes
 from executions.engine.context import NeedsThread, RunContext
-from executions.engine.records import StartedRows
+from executions.engine.records import REPLAY_COLUMNS, StartedRows
 from executions.lifecycle import Status
 from executions.live import events
 from executions.models import AgentType, Execution, ExecutionEvent
@@ -152,7 +152,7 @@ def start_together(starting: list[RunContext]) -> list[tuple[Execution, list | N
 
 def _step_row(entry: dict[str, Any]) -> dict[str, Any]:
     """A step entry as RunContext replays it (the columns it reads back from the history)."""
-    return {key: entry.get(key) for key in ("step_path", "step_kind", "output", "usage", "cost")}
+    return {key: entry.get(key) for key in REPLAY_COLUMNS}
 
 
 def _append(ready: list[RunContext]) -> set[Any] | None:

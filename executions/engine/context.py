@@ -36,7 +36,7 @@ from executions.engine import writes
 from executions.engine.checkpoints import Checkpoints
 from executions.engine.children import Children
 from executions.engine.effects import Effects
-from executions.engine.records import Recorded, StepResult, jsonable
+from executions.engine.records import REPLAY_COLUMNS, Recorded, StepResult, jsonable
 from executions.engine.stop import (
     ApprovalRejected,
     BudgetExceeded,
@@ -140,7 +140,7 @@ class RunContext(Stops, Stream, Effects, Checkpoints, Timers, Children):
         elif rows is None:
             rows = list(
                 Transition.objects.filter(execution_id=execution.pk, type="step").values(
-                    "step_path", "step_kind", "output", "usage", "cost"
+                    *REPLAY_COLUMNS
                 )
             )
         self.rows = rows

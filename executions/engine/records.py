@@ -28,6 +28,10 @@ class Recorded:
     cost: Decimal | None
 
 
+# The columns of a step's record that a run replays from (RunContext, and a batch's start).
+REPLAY_COLUMNS = ("step_path", "step_kind", "output", "usage", "cost")
+
+
 class StartedRows(list):
     """The step records a batch has just written with a fresh run's start (engine/batch.py),
     handed to the run's thread: the run is running under this worker's lease, its start just
