@@ -213,6 +213,18 @@ def release(
     return released
 
 
+def release_reclaimed(execution_id: Any, *, owner: str) -> int:
+    """A claim took the row of a run still on its thread here (engine/holdings.py); the
+    thread has let go: give the lease back, its due time unchanged, so that it runs again. A
+    no-op when the run parked, ended or was handed back meanwhile (its lease is not ours)."""
+    released = Execution.objects.filter(
+        pk=execution_id, lease_owner=owner, status__in=LIVE_STATUSES
+    ).update(lease_owner="", lease_expires_at=None)
+    if released:
+        wake()
+    return released
+
+
 def release_all(*, owner: str) -> int:
     """At exit: whatever this process still holds is runnable again at once."""
     released = Execution.objects.filter(lease_owner=owner).update(

@@ -43,8 +43,8 @@ from executions.engine import (
     tokens,
     wakeup,
 )
+from executions.engine.holdings import Holdings
 from executions.engine.threads import Gate, loop_binding
-from executions.lifecycle import TERMINAL
 from executions.models import Execution
 
 logger = logging.getLogger("steward.worker")
@@ -116,8 +116,9 @@ class Worker:
         # Between the start and the end of run(): only then does this worker take tokens (a
         # Worker made and never run, as the tests make them, must not).
         self._running = False
-        self._held: set[str] = set()
-        self._held_lock = threading.Lock()
+        # The runs this process holds, and why one must stop (cancelled, lease lost), from
+        # one poll for all of them.
+        self._holdings = Holdings()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         # How many runs the last batch finished without a thread (engine/batch.py): a claim
@@ -125,10 +126,9 @@ class Worker:
         self._batch_credit = CLAIM_BATCH
         # Due-now wake-ups between processes are tokens taken only while this has room.
         self._wake = wakeup.subscribe(ready=self.has_room, on_run=self.run_token)
-        # Why a held execution must stop (cancelled, lease lost), from one poll for all of them.
-        self._stop_reasons: dict[str, str] = {}
         # Model calls in flight: (run context, stop signal), tripped by the maintenance tick.
         self._calls: dict[int, tuple[Any, Any]] = {}
+        self._calls_lock = threading.Lock()
         self._stopped = threading.Event()
         self.completed = 0
         # The next due time the idle query found (monotonic), reused while runs are in flight.
@@ -145,52 +145,38 @@ class Worker:
 
     # --- the executions this process holds ------------------------------------------------
 
-    def hold(self, execution_id: str) -> None:
-        with self._held_lock:
-            self._held.add(execution_id)
+    def hold(self, execution_id: str) -> bool:
+        """False when the run of this claimed row is still on a thread here (engine/holdings.py)."""
+        return self._holdings.hold(execution_id)
 
     def unhold(self, execution_id: str) -> None:
-        with self._held_lock:
-            self._held.discard(execution_id)
-            self._stop_reasons.pop(execution_id, None)
+        if self._holdings.unhold(execution_id):
+            queue.release_reclaimed(execution_id, owner=self.owner)
 
     def held(self) -> list[str]:
-        with self._held_lock:
-            return list(self._held)
+        return self._holdings.keys()
 
     def stop_reason(self, execution_id: str) -> str | None:
-        return self._stop_reasons.get(execution_id)
+        return self._holdings.reason(execution_id)
 
     def watch_call(self, ctx: Any, signal: Any) -> int:
         key = id(signal)
-        with self._held_lock:
+        with self._calls_lock:
             self._calls[key] = (ctx, signal)
         return key
 
     def unwatch_call(self, key: int) -> None:
-        with self._held_lock:
+        with self._calls_lock:
             self._calls.pop(key, None)
 
     def poll_held(self) -> None:
         """One query for every execution this process runs: note the cancelled ones and those
         whose lease another worker took, then end the model calls of runs that must stop."""
-        held = self.held()
-        if held:
-            rows = self._keeper.states(held)
-            seen = set()
-            for pk, status, owner in rows:
-                key = str(pk)
-                seen.add(key)
-                if status in TERMINAL:
-                    self._stop_reasons[key] = "cancelled"
-                elif owner != self.owner:
-                    self._stop_reasons[key] = "lease_lost"
-            for key in set(held) - seen:
-                self._stop_reasons[key] = "cancelled"  # deleted (purged) under us
+        self._holdings.note_states(self._keeper.states, self.owner)
         self.trip_calls()
 
     def trip_calls(self) -> None:
-        with self._held_lock:
+        with self._calls_lock:
             calls = list(self._calls.items())
         for key, (ctx, signal) in calls:
             reason = ctx._reason(background=True)
@@ -305,15 +291,11 @@ class Worker:
                     self._dry = not claimed
                 fresh = []
                 for execution in claimed:
-                    key = str(execution.pk)
-                    with self._held_lock:
-                        running_here = key in self._held
-                    if running_here:
-                        # Our own lease ran out (a stalled renewal) and we took it again: the
-                        # run in flight here goes on; a second one must not start.
-                        continue
-                    self.hold(key)
-                    fresh.append(execution)
+                    # Not when its run is still on a thread here (our own lease ran out, or
+                    # the thread gave it back and has not let go yet): a second one must not
+                    # start; the thread hands the lease back when it lets go.
+                    if self.hold(str(execution.pk)):
+                        fresh.append(execution)
                 for execution, rows in self._run_batch(fresh):
                     with self._inflight_lock:
                         self._inflight += 1

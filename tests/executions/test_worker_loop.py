@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from executions import lifecycle
 from executions.engine import queue
+from executions.engine.holdings import Holdings
 from executions.engine.worker import Worker
 from executions.lifecycle import TERMINAL
 from executions.models import Execution
@@ -187,3 +188,52 @@ def test_runs_ending_do_not_each_make_an_empty_claim(workspace, running_worker, 
     assert Execution.objects.filter(pk__in=ids, status="completed").count() == 5
     # Five ends, 0.3 s apart: the first one's claim finds nothing, the others make none.
     assert len(claims[before_ends:]) <= 1, claims
+
+
+def test_a_lost_lease_read_for_an_earlier_hold_does_not_stop_the_run_claimed_again(workspace):
+    """The tick's read of the held runs runs outside any lock: meanwhile a run may park (no
+    owner), be decided and be claimed here again. That read must not stop the new run (CI
+    once saw an approved run stop with "another worker took its lease" and hang)."""
+    agent = make_agent(workspace, "reheld", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    key = str(execution.pk)
+    owner = "this-worker"
+    holdings = Holdings()
+    [claimed] = queue.claim(owner=owner, limit=10)
+    assert holdings.hold(key)
+
+    def read_while_parking_and_reclaiming(ids):
+        holdings.unhold(key)  # the run parks: its lease given back
+        queue.release(execution.pk, owner=owner)
+        rows = list(Execution.objects.filter(pk__in=ids).values_list("pk", "status", "lease_owner"))
+        assert queue.claim(owner=owner, limit=10)  # decided and claimed again, before the note
+        assert holdings.hold(key)
+        return rows
+
+    holdings.note_states(read_while_parking_and_reclaiming, owner)
+    assert holdings.reason(key) is None
+
+    # The same read for the hold it was made for is noted.
+    queue.release(execution.pk, owner=owner)
+    holdings.note_states(
+        lambda ids: Execution.objects.filter(pk__in=ids).values_list("pk", "status", "lease_owner"),
+        owner,
+    )
+    assert holdings.reason(key) == "lease_lost"
+
+
+def test_a_row_claimed_while_its_run_lets_go_is_handed_back_to_run_again(workspace):
+    """A run's thread gives its lease back (a park, a retry) and the claim loop takes the row
+    before the thread has let go: no second run starts, and when the thread lets go the row
+    is claimable again at once (it sat leased until its lease expired)."""
+    agent = make_agent(workspace, "reclaimed", "workflow", THREE_STEPS)
+    execution = start(agent, {"n": 1})
+    key = str(execution.pk)
+    worker = Worker(name="reclaimer", maintenance=False)
+    assert queue.claim(owner=worker.owner, limit=10)
+    assert worker.hold(key)
+    queue.release(execution.pk, owner=worker.owner)  # the thread gives the lease back
+    assert [str(e.pk) for e in queue.claim(owner=worker.owner, limit=10)] == [key]
+    assert not worker.hold(key)  # still on its thread: not started twice
+    worker.unhold(key)  # the thread lets go
+    assert [str(e.pk) for e in queue.claim(owner="another", limit=10)] == [key]
