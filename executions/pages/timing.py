@@ -111,7 +111,11 @@ def run_times(execution: Execution, parked: list[dict[str, Any]]) -> dict[str, A
     else:
         end = execution.completed_at or now
         total = max((end - execution.started_at).total_seconds() * 1000, 0)
-    waiting = sum((w["end"] - w["start"]).total_seconds() * 1000 for w in parked)
+    # An open wait up to the same `now` as the total: a parked run's time running is then
+    # fixed (start to its wait, less earlier waits), not off by however long ago _wait() read
+    # the clock — the list page and the live row rendered it a few ms apart, and differed.
+    ends = [(max(now, w["start"]) if w["open"] else w["end"], w["start"]) for w in parked]
+    waiting = sum((end - start).total_seconds() * 1000 for end, start in ends)
     running = int(max(total - waiting, 0))
     still = next((w for w in parked if w["open"]), None)
     return {

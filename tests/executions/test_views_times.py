@@ -4,6 +4,7 @@ page, also for a row pushed live and for a run parked right now."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from executions import lifecycle
 from executions.models import Execution, Transition
+from executions.pages import timing
 from executions.pages.contexts import row_html
 from tests.executions.dashboard_helpers import browser, park, start
 
@@ -81,3 +83,21 @@ def test_a_parked_run_shows_its_running_time_and_the_wait_so_far(viewer, agent):
         assert "waiting <time" in cell and "data-elapsed" in cell
     detail = page.get(f"/executions/{execution.pk}/").content.decode()
     assert "4.0 s" in detail.split("<dt>Time running</dt>", 1)[1].split("</dd>", 1)[0]
+
+
+def test_a_parked_runs_time_running_does_not_move_with_the_clock(agent):
+    """Read its waits, later its times (as a page does, some ms apart): still exactly start to
+    wait. It used to grow by the gap, so the list page and the live row could differ."""
+    execution = start(agent)
+    park(execution)
+    begun = timezone.now() - timedelta(seconds=50)
+    Execution.objects.filter(pk=execution.pk).update(started_at=begun)
+    for step in Transition.objects.filter(execution=execution):
+        offset = 4 if step.type == "wait" else 0
+        Transition.objects.filter(pk=step.pk).update(created_at=begun + timedelta(seconds=offset))
+    execution = Execution.objects.get(pk=execution.pk)
+    waits = timing.all_waits([execution])[execution.pk]
+    time.sleep(0.03)
+    times = timing.run_times(execution, waits)
+    assert times["running_ms"] == 4000
+    assert times["waiting_since"] == begun + timedelta(seconds=4)
