@@ -11,8 +11,12 @@ PORT ?= 8000
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 
+# Bytecode compiled here, once: this machine's environment sets PYTHONDONTWRITEBYTECODE, so
+# every process (each worker, test subprocess and server) compiled every module it imported
+# from source again — 7.6 s to import the engine's providers and Django, 4.2 s compiled.
 sync: uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
+	@.venv/bin/python -m compileall -q -j 0 approvals bench config executions tests manage.py >/dev/null
 
 up: sync
 	@HOST=$(HOST) PORT=$(PORT) $(MANAGE) up
