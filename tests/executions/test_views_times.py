@@ -37,6 +37,18 @@ def _finish_after_a_wait(agent):
     return Execution.objects.get(pk=execution.pk)
 
 
+def _parked_after_4s(agent):
+    """Started 50 s ago, parked on an approval 4 s in: (the run as stored, when it started)."""
+    execution = start(agent)
+    park(execution)
+    begun = timezone.now() - timedelta(seconds=50)
+    Execution.objects.filter(pk=execution.pk).update(started_at=begun)
+    for step in Transition.objects.filter(execution=execution):
+        offset = 4 if step.type == "wait" else 0
+        Transition.objects.filter(pk=step.pk).update(created_at=begun + timedelta(seconds=offset))
+    return Execution.objects.get(pk=execution.pk), begun
+
+
 def _cell(body: str, execution_id) -> str:
     row = body.split(f'id="exec-{execution_id}"', 1)[1].split("</tr>", 1)[0]
     return row.split('class="num">', 1)[1].split("</td>", 1)[0]
@@ -67,13 +79,7 @@ def test_list_overview_and_detail_show_time_running_with_waits_apart(viewer, age
 
 
 def test_a_parked_run_shows_its_running_time_and_the_wait_so_far(viewer, agent):
-    execution = start(agent)
-    park(execution)
-    begun = timezone.now() - timedelta(seconds=50)
-    Execution.objects.filter(pk=execution.pk).update(started_at=begun)
-    for step in Transition.objects.filter(execution=execution):
-        offset = 4 if step.type == "wait" else 0
-        Transition.objects.filter(pk=step.pk).update(created_at=begun + timedelta(seconds=offset))
+    execution, _ = _parked_after_4s(agent)
     page = browser(viewer)
     for cell in (
         _cell(page.get("/executions/").content.decode(), execution.pk),
@@ -88,14 +94,7 @@ def test_a_parked_run_shows_its_running_time_and_the_wait_so_far(viewer, agent):
 def test_a_parked_runs_time_running_does_not_move_with_the_clock(agent):
     """Read its waits, later its times (as a page does, some ms apart): still exactly start to
     wait. It used to grow by the gap, so the list page and the live row could differ."""
-    execution = start(agent)
-    park(execution)
-    begun = timezone.now() - timedelta(seconds=50)
-    Execution.objects.filter(pk=execution.pk).update(started_at=begun)
-    for step in Transition.objects.filter(execution=execution):
-        offset = 4 if step.type == "wait" else 0
-        Transition.objects.filter(pk=step.pk).update(created_at=begun + timedelta(seconds=offset))
-    execution = Execution.objects.get(pk=execution.pk)
+    execution, begun = _parked_after_4s(agent)
     waits = timing.all_waits([execution])[execution.pk]
     time.sleep(0.03)
     times = timing.run_times(execution, waits)
