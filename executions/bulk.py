@@ -199,19 +199,24 @@ def values_sql(
     prepared by its field (unless `prepared`) and cast to its column's type: a VALUES list
     that is not an INSERT's own has no column types (PostgreSQL). `ordinal`: each row ends
     with its position (0, 1, …)."""
-    # Cast in the first row only: the others take its types (and the statement stays short
-    # enough for psycopg to cache its parsing, up to 4 KB).
-    casts = ", ".join(f"%s::{_cast(f)}" for f in fields)
-    plain = ", ".join(["%s"] * len(fields))
     params: list[Any] = []
     for row in rows:
         if prepared:
             params += row
         else:
             params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, row, strict=True)]
-    tails = [f", {i})" if ordinal else ")" for i in range(len(rows))]
-    heads = [casts] + [plain] * (len(rows) - 1)
-    return f"(VALUES {', '.join(f'({h}{t}' for h, t in zip(heads, tails, strict=True))})", params
+    return values_text(fields, len(rows), ordinal=ordinal), params
+
+
+def values_text(fields: list[Any], count: int, *, ordinal: bool = False) -> str:
+    """values_sql's text for `count` rows, without their values (it depends on nothing else)."""
+    # Cast in the first row only: the others take its types (and the statement stays short
+    # enough for psycopg to cache its parsing, up to 4 KB).
+    casts = ", ".join(f"%s::{_cast(f)}" for f in fields)
+    plain = ", ".join(["%s"] * len(fields))
+    tails = [f", {i})" if ordinal else ")" for i in range(count)]
+    heads = [casts] + [plain] * (count - 1)
+    return f"(VALUES {', '.join(f'({h}{t}' for h, t in zip(heads, tails, strict=True))})"
 
 
 def insert_where_sql(objs: list[Model], *, where: str) -> tuple[str, list[Any], Any]:

@@ -157,7 +157,7 @@ def upserts_sql(rows: dict[tuple, dict[str, Any]], durations: dict[tuple, int], 
         sql = _upsert_texts.get(key)
         if sql is None:
             head, _, conflict = template.partition(" VALUES {rows}")
-            values_part, _ = bulk.values_sql(fields, prepared, prepared=True)
+            values_part = bulk.values_text(fields, len(prepared))
             cols = ", ".join(f"c{j}" for j in range(len(fields)))
             sql = _upsert_texts[key] = (
                 f"{head.format(table=table)} SELECT {cols} FROM {values_part} AS r ({cols})"

@@ -52,10 +52,6 @@ class Holdings:
         with self._lock:
             return list(self._held)
 
-    def __contains__(self, key: str) -> bool:
-        with self._lock:
-            return key in self._held
-
     def reason(self, key: str) -> str | None:
         return self._reasons.get(key)
 
