@@ -45,7 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine_parts import (  # noqa: E402 - after the path that makes `bench` importable
-    ModelCalls,
     Watcher,
     approve_to_running,
     backend_pids,
@@ -53,9 +52,9 @@ from bench.engine_parts import (  # noqa: E402 - after the path that makes `benc
     pct,
     rss_kb,
     scratch_database,
+    slow_model,
     start_workers,
     stop,
-    thread_count,
     tree_rss_kb,
     wait_idle,
     wait_ready,
@@ -399,93 +398,6 @@ def submit_live(workspace, executions: int, threads: int) -> dict:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
-
-
-def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
-    """One worker process with a high concurrency runs prompt steps against a local model
-    server that takes 1 s per reply: the most executions it keeps in flight at once and its
-    memory per execution in flight (RSS growth over the idle worker)."""
-    from django.utils import timezone
-
-    from executions import services
-    from executions.engine import queue
-    from executions.models import Execution
-    from tests.executions.llm_servers import OpenAIServer
-
-    with OpenAIServer([{"content": "ok", "delay": args.slow_delay}]) as server:
-        # socketserver listens with a backlog of 5: a thousand calls at once would overflow it
-        # and wait out TCP's SYN retries (1 s, 3 s…), measuring the harness, not the worker.
-        server.httpd.socket.listen(4096)
-        calls = ModelCalls(server)
-        slow = services.agent_create(workspace=workspace, name="slow-model", type="workflow")
-        services.agent_version_create(
-            agent=slow,
-            config={
-                "model": {"provider": "openai", "name": "bench-slow", "base_url": server.base_url},
-                "main": [{"prompt": "hello", "unwrap": True}],
-            },
-        )
-        slow.refresh_from_db()
-        # Queued before the worker starts and held back (not runnable), then released at once:
-        # created one by one while the worker runs, this script's own start rate (30-100/s on
-        # a loaded machine) would bound the number in flight, not the worker.
-        for n in range(args.slow_executions):
-            services.execution_start(workspace=workspace, agent=slow, input={"n": n})
-        Execution.objects.filter(agent=slow).update(runnable_at=None)
-        [proc] = start_workers(env, 1, args.slow_concurrency, log_dir)
-        wait_ready([proc], log_dir)
-        # Until the SDKs and price tables are loaded (providers.preload): a fixed 3 s was not
-        # enough on a busy machine, and the import's CPU then counted against the runs.
-        wait_idle([proc])
-        idle_rss = rss_kb(proc.pid)
-        cpu0 = cpu_seconds(proc.pid)
-        Execution.objects.filter(agent=slow).update(runnable_at=timezone.now())
-        queue.wake()
-        peak_inflight, peak_rss, peak_at, peak_threads = 0, idle_rss, 0.0, 0
-        began = time.monotonic()
-        while time.monotonic() - began < 300:
-            inflight = (
-                Execution.objects.filter(agent=slow, status="running")
-                .exclude(lease_owner="")
-                .count()
-            )
-            if inflight >= peak_inflight:
-                peak_inflight, peak_at = inflight, time.monotonic() - began
-                peak_rss = max(peak_rss, rss_kb(proc.pid))
-                peak_threads = max(peak_threads, thread_count(proc.pid))
-            if (
-                Execution.objects.filter(agent=slow, status__in=["completed", "failed"]).count()
-                >= args.slow_executions
-            ):
-                break
-            time.sleep(0.05)
-        slow_done = Execution.objects.filter(agent=slow, status="completed").count()
-        slow_seconds = time.monotonic() - began
-        slow_cpu = cpu_seconds(proc.pid) - cpu0
-        stop([proc])
-    # What a starved pool or a stalled renewal cost (each a run paused or re-claimed).
-    log = (log_dir / "worker-0.log").read_text()
-    return {
-        "slow_model_executions": args.slow_executions,
-        "slow_model_completed": slow_done,
-        "slow_model_seconds": round(slow_seconds, 1),
-        "slow_model_concurrency": args.slow_concurrency,
-        "slow_model_delay_s": args.slow_delay,
-        "max_in_flight_one_process": peak_inflight,
-        "worker_rss_idle_mb": round(idle_rss / 1024, 1),
-        "worker_rss_peak_mb": round(peak_rss / 1024, 1),
-        "memory_per_in_flight_kb": round((peak_rss - idle_rss) / peak_inflight, 1)
-        if peak_inflight
-        else None,
-        # Runs waiting on the model at once, counted by the model server: the runs in flight
-        # above also count those waiting for the worker (their start or end to be written).
-        "slow_model_calls_at_once_peak": calls.peak,
-        "slow_seconds_to_peak": round(peak_at, 2),
-        "slow_worker_threads_peak": peak_threads,
-        "slow_worker_cpu_ms_per_run": round(slow_cpu * 1000 / max(1, slow_done), 2),
-        "slow_db_pauses": log.count("paused by a database error"),
-        "slow_leases_lost": log.count("lost its worker"),
-    }
 
 
 if __name__ == "__main__":

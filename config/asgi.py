@@ -85,7 +85,7 @@ application = EmbeddedWorkerLifespan(
 if settings.WEB_GC_FREEZE:
     # A full (gen-2) collection walks every tracked object, and start-up leaves ~187,000 of
     # them (Django, the models, the URLconf, ninja's schemas): 150–260 ms with the process
-    # stopped, under load a few times a minute (docs/performance.md, "Create tail"). Frozen,
+    # stopped, under load a few times a minute (docs/performance-history.md, "Create tail"). Frozen,
     # they are never walked (nor freed: they live as long as the process); a full collection
     # then takes ~5–9 ms. Each web process (uvicorn --workers spawns them) imports this module.
     # The dashboard's page templates are compiled first, so a fresh process's first list or

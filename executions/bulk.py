@@ -389,7 +389,7 @@ def insert_groups(groups: list[list[Model]]) -> None:
     model), each group's rows as ONE jsonb parameter (insert_where_sql, as a lone run's end
     writes them), the ids read back in row order. bulk_create compiled its statement anew
     and prepared every value through its field into one array per column: a 64-run batch
-    spent more of its CPU there than computing the runs (docs/performance.md, "Engine").
+    spent more of its CPU there than computing the runs (docs/performance-history.md, "Engine").
     Other databases, rows with a primary key set, or a value that is an expression:
     bulk_create, one group at a time."""
     groups = [objs for objs in groups if objs]

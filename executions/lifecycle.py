@@ -431,7 +431,7 @@ def record_start(execution: Execution, *, actor: Actor = SYSTEM, input: Any = No
     transaction: what `create()` then `record(type="init")` wrote, in two INSERTs (one
     statement on PostgreSQL, bulk.insert_pair) instead of an INSERT, a savepoint, a
     compare-and-set UPDATE and an INSERT. Nobody can see the row
-    before it commits, so there is no race to guard against (docs/performance.md, "API")."""
+    before it commits, so there is no race to guard against (docs/performance-history.md, "API")."""
     step = start_entry(execution, actor=actor, input=input)
     with transaction.atomic(savepoint=False):
         # One statement on PostgreSQL (one round trip fewer per start).

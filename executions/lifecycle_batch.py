@@ -105,7 +105,7 @@ def append_alone(
     entries, `more` (its events, built beforehand), its rollup and its duration bucket, as
     data-modifying CTEs of one statement, which is its own transaction: all of it commits,
     flushed, or none does. One round trip where BEGIN, UPDATE, INSERT, two upserts and COMMIT
-    took six (an idle run's latency, docs/performance.md "Engine"). Events are published
+    took six (an idle run's latency, docs/performance-history.md "Engine"). Events are published
     once it returns (committed). False: the compare-and-set lost, nothing was written.
 
     Only for a run whose end does nothing else in the database (no parent to wake, not

@@ -105,7 +105,7 @@ class KeepAliveBalance:
     The web processes (uvicorn --workers N) share one listening socket, and each accepts every
     connection waiting when it wakes, so a burst of connects (a proxy's pool, a load generator)
     lands unevenly and stays so while the connections are kept alive: wrk's 32 connections
-    split 2/30, 7/25, 8/24 over two processes (docs/performance.md, "Create tail"), and the
+    split 2/30, 7/25, 8/24 over two processes (docs/performance-history.md, "Create tail"), and the
     process holding most of them queues its requests for its event loop and database
     connections while the other idles.
 

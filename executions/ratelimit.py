@@ -206,7 +206,7 @@ class Limiter:
         shared counter, and if it admits them the batch starts afresh), so a busy key's calls
         are not sent to the thread path every LOCAL_BATCH calls: that was 1 % of the loop's
         creates and reads, each taking a lane, a Redis round trip and ninja
-        (docs/performance.md, "Create tail"). Calls admitted while a refill is under way are
+        (docs/performance-history.md, "Create tail"). Calls admitted while a refill is under way are
         counted by the next one."""
         now = time.monotonic()
         if self._skip_until and now < self._skip_until:

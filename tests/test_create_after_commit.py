@@ -1,7 +1,7 @@
 """The after-commit work of starts committed on the event loop (services/loopstarts.py,
 `_after_commit`): one drain on the loop's executor takes every start committed while it runs
-(no hand-over per start, docs/performance.md "Create tail"), wakes the workers once for them,
-then publishes the batch's starts in order in one hand-over; a start after a quiet spell
+(no hand-over per start, docs/performance-history.md "Create tail"), wakes the workers once for
+them, then publishes the batch's starts in order in one hand-over; a start after a quiet spell
 begins a new drain. No database: the hooks are recorded."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ compat faces' equivalents (Julep `executions.get`, Moderately `retrieve`).
 
 Programs poll these (every 1–5 s per waiting agent), and ninja's work around the view — the
 `is_async_callable` checks, pydantic validation of the path parameter, the temporal response —
-was a sixth of a read's Python (docs/performance.md, "API"). ApiHandler (handler.py) swaps
+was a sixth of a read's Python (docs/performance-history.md, "API"). ApiHandler (handler.py) swaps
 the URL match's view for `FastRead(view, read)` on these routes only, so the request still
 goes through the same handler, the same API middleware (security headers, rate limit, CSP,
 X-Frame-Options…) and the same response close; only the view differs. `read` serves the

@@ -1,6 +1,6 @@
 """The API's own ASGI handler: a sync API call costs one thread hop, not five, and no thread.
 
-Measured (docs/performance.md, "API"): under Django's ASGIHandler a sync API call started a
+Measured (docs/performance-history.md, "API"): under Django's ASGIHandler a sync API call started a
 thread per request (ThreadSensitiveContext) and a second one to join it, hopped between the
 event loop and that thread five times (request_started, the sync middleware, the async
 `AxesMiddleware`, the sync view, the response's close), spooled its body to a temporary file,

@@ -1,6 +1,6 @@
 """Creates answered on the event loop itself, on PostgreSQL: no hop onto a lane, no ninja.
 
-py-spy on a uvicorn worker under wrk (docs/performance.md, "Creates") put a create's Python
+py-spy on a uvicorn worker under wrk (docs/performance-history.md, "Creates") put a create's Python
 in the hop onto the lane and back, resolving the URL, ninja's dispatch, the agent's ORM read,
 compiling and running the transaction's statements and Django's transaction wrappers. Here
 ApiHandler (handler.py) serves the plain successful create of `POST /api/v1/agents/{id}/execute`
@@ -219,7 +219,7 @@ class StartBatches:
     the creates that arrive meanwhile wait and go together in the next one (up to BATCH_MOST).
     A lone create goes at once. PostgreSQL's work per statement (opening the tables and ~30
     indexes, the commit and its flush) and psycopg's are shared by the batch; fewer backends
-    compete with the web processes for the cores (docs/performance.md, "Create tail")."""
+    compete with the web processes for the cores (docs/performance-history.md, "Create tail")."""
 
     BATCH_MOST = 32
 

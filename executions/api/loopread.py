@@ -1,8 +1,8 @@
 """The polled reads answered on the event loop itself, on PostgreSQL: no hop onto a lane.
 
 After the fast path (fastpath.py) a read's remaining cost was mostly uvicorn and the hop onto
-the lane thread and back (docs/performance.md, "API"). Here ApiHandler (handler.py) serves the
-plain successful read of a fast route without leaving the loop:
+the lane thread and back (docs/performance-history.md, "API"). Here ApiHandler (handler.py)
+serves the plain successful read of a fast route without leaving the loop:
 
 - the key from this process's key cache only (auth.CachedKeyAuth: no query; a key that is not
   cached goes to the thread path, whose lookup fills the cache, so a revoked key is refused

@@ -1,6 +1,6 @@
 """Group commit: a claimed batch of runs whose remaining steps are pure (evaluate, set, return,
 if, …) is computed on the claiming thread and written in ONE transaction, then published in
-one hand-over (docs/decisions.md, "Engine"; docs/performance.md, "Engine").
+one hand-over (docs/decisions.md, "Engine"; docs/performance-history.md, "Engine").
 
 Each workflow run of the batch is tried in pure-only mode (RunContext.pure_only): its steps
 run as usual, but anything that is not pure — a model or tool call, an approval, input, a

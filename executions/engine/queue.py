@@ -86,7 +86,7 @@ def _rows(sql: str, params: list) -> list[Execution]:
     """The claimed rows as Executions, built as the ORM builds them (each column through its
     converters, then Model.from_db) but with the column order and converters worked out once
     per database, not per claim: Execution.objects.raw() did that every time, ~0.5 ms of an
-    idle run's latency on PostgreSQL (docs/performance.md, "Engine")."""
+    idle run's latency on PostgreSQL (docs/performance-history.md, "Engine")."""
     key = (connection.alias, connection.vendor)
     converters = _converters.get(key)
     if converters is None:
@@ -140,7 +140,7 @@ class LeaseKeeper:
     """The maintenance tick's own database connection, outside the pool (PostgreSQL with
     DB_POOL): renewing the leases and polling the held runs never wait behind the runs for a
     pooled connection. With 1,000 runs in flight on a pool of 16, that wait outlasted the
-    pool's timeout and leases were lost (docs/performance.md, "Engine"). Elsewhere (SQLite,
+    pool's timeout and leases were lost (docs/performance-history.md, "Engine"). Elsewhere (SQLite,
     no pool) the thread's usual connection does it."""
 
     def __init__(self) -> None:

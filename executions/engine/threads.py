@@ -23,9 +23,10 @@ class Gate:
     come back (or a backlog is claimed at once) hundreds of them become runnable together. The
     GIL then serves each in turn, so a thread holding a pooled database connection waits
     seconds for the GIL between two round trips, the pool's other waiters time out (10 s), and
-    runs are paused, their leases lost, their model calls repeated (docs/performance.md, "Runs
-    in flight"). A thread waiting here is blocked, not runnable: the few that hold a place get
-    the GIL at once, hold their connection for milliseconds, and the pool is never starved.
+    runs are paused, their leases lost, their model calls repeated
+    (docs/performance-history.md, "Runs in flight"). A thread waiting here is blocked, not
+    runnable: the few that hold a place get the GIL at once, hold their connection for
+    milliseconds, and the pool is never starved.
     A run gives its place back during a wait on the outside world (`long_wait`).
     """
 

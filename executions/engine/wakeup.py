@@ -5,7 +5,7 @@ between processes, work due now is ONE token on a Redis list (TOKENS), taken by 
 process that has room for it (a blocking BLPOP on a thread of its own, only while one of its
 workers could claim): one idle worker wakes and claims, not every worker at once, each one's
 claim competing for the CPU with the one that will get the row (~1 ms of an idle run's
-latency on two cores, docs/performance.md "Engine"). A process that takes a token and has no
+latency on two cores, docs/performance-history.md "Engine"). A process that takes a token and has no
 room after all pushes it back for another. A worker whose claim filled its batch passes a
 token on, so the others join a backlog. A later due time (a sleep's end) goes to every
 process on the deployment's pub/sub channel (CHANNEL + its Redis database), so a worker busy

@@ -7,8 +7,9 @@ and, only if it matched, the entries, the events, the rollup and the duration bu
 It is its own transaction: it commits whole, flushed, or not at all, so the durability rule
 is unchanged (a model call's record commits before anything that depends on it leaves the
 process; events are published only after the statement returned). Why: a model run spent
-most of its worker CPU building and sending those statements one by one (docs/performance.md,
-"Runs in flight"); one prepared statement is one round trip and no ORM compilation.
+most of its worker CPU building and sending those statements one by one
+(docs/performance-history.md, "Runs in flight"); one prepared statement is one round trip and
+no ORM compilation.
 
 Only where nothing else must happen in the same transaction: PostgreSQL, outside a caller's
 transaction (a tool's record runs inside its own), no parent to wake at the end (its wake-up

@@ -66,7 +66,7 @@ def _publish_here(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> bool:
     thread, when the layer can (live.layer.PubSubLayer.publish_now) and the publisher has
     nothing queued: then no earlier message of a group is still waiting there to be
     overtaken. An idle worker's batch end reaches its client without the thread hop (idle
-    latency, docs/performance.md "Engine"); a busy one's queue keeps every group in order.
+    latency, docs/performance-history.md "Engine"); a busy one's queue keeps every group in order.
     While the layer is down, the publisher thread bears the failures, not the caller."""
     publish_now = getattr(layer, "publish_now", None)
     instance = _publisher_instance

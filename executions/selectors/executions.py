@@ -23,7 +23,7 @@ from executions.selectors.common import parse_uuid
 # The hot read of the API and every compat face (programs poll it): one query written once,
 # its rows turned into models by converters worked out once per database, so a request
 # spends no time compiling ORM SQL or in RawQuerySet's per-query column mapping (a third and
-# then a fifth of a GET's CPU; see docs/performance.md, "API"). The agent and version come
+# then a fifth of a GET's CPU; see docs/performance-history.md, "API"). The agent and version come
 # back partly loaded (their other fields load on first use).
 _EXECUTION_FIELDS = tuple(Execution._meta.concrete_fields)
 _AGENT_FIELDS = ("id", "workspace_id", "name", "type")

@@ -122,7 +122,7 @@ def execution_list(*, workspace: Workspace, filters: ExecutionFilters) -> QueryS
         # PostgreSQL cannot estimate `@>` (it guesses ~1 row), so with the agent and version
         # joined it joins every match before the sort: 1,662 rows of one tenant at 1M runs,
         # 34 ms, against 11-19 ms for the matches alone. The page's agents and versions come
-        # in two small queries instead (docs/performance.md, "Scale").
+        # in two small queries instead (docs/performance-history.md, "Scale").
         # And a page reads the matches once for its rows and its count (one_pass_count).
         return one_pass_count(executions.prefetch_related("agent", "agent_version"))
     return executions.select_related("agent", "agent_version")

@@ -87,7 +87,7 @@ def _insert_start(execution: Execution, *, actor: Actor, wake: bool) -> None:
 
     PostgreSQL outside a transaction: the row and its `init` entry are ONE autocommitted
     statement (bulk.insert_pair), so the start costs one round trip and its flushed commit,
-    not BEGIN + INSERT + COMMIT (an idle run's latency, docs/performance.md "Engine"); the
+    not BEGIN + INSERT + COMMIT (an idle run's latency, docs/performance-history.md "Engine"); the
     lifecycle's own start entry and after-commit step, as the event-loop start uses them.
     Inside a caller's transaction (or on SQLite): lifecycle.record_start, hooks on commit.
     Either way the wake-up goes first: the workers need the row, a watcher only its event."""

@@ -6,7 +6,7 @@ execution_new and `init` entry as the full path), `loop_starts_insert` writes a 
 on an autocommit async psycopg connection. The creates waiting while a statement runs go in
 the next one together (loopcreate.StartBatches): PostgreSQL opens the two tables and their ~30
 indexes, plans, commits and flushes once per batch instead of once per create, and psycopg
-runs one statement (docs/performance.md, "Create tail").
+runs one statement (docs/performance-history.md, "Create tail").
 
 Each start's agent (with its current version) comes from the caller's cache: a row is inserted
 only if its agent is still live in the workspace with the same type, current version (and
@@ -180,7 +180,7 @@ def _starts_sql(db: Any, count: int) -> tuple[str, tuple]:
 # Starts committed on the loop whose after-commit work is still to do, and whether a drain is
 # running on the loop's executor. A hand-over to the executor per start (a future, a queue put
 # waking a thread, the thread taking the GIL) was ~11 % of a web worker's GIL-held samples
-# under wrk's creates, and the thread's run ~7 % more (docs/performance.md, "Create tail").
+# under wrk's creates, and the thread's run ~7 % more (docs/performance-history.md, "Create tail").
 # A drain lingers LINGER_POLLS x LINGER_SECONDS after its last batch, taking the starts that
 # arrive meanwhile without a hand-over: under load the loop hands over almost nothing and a
 # start's event waits at most LINGER_SECONDS; the first start after a quiet spell goes at once.

@@ -3,7 +3,7 @@
 The inbox renders 50 cards and the live fan-out one card per change, both through that
 partial. Written as template markup, a card cost ~1.2 ms of CPU (three `{% url %}`, three
 `date` filters, naturaltime, ~60 variable lookups and a dozen `{% if %}`): about 60 of the
-~110 ms an inbox page spent at 1M runs (docs/performance.md, "Scale"). Here it is one call,
+~110 ms an inbox page spent at 1M runs (docs/performance-history.md, "Scale"). Here it is one call,
 with the same markup; the `<li>` stays in the partial's place, so both paths still agree.
 """
 

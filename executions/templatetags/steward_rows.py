@@ -3,7 +3,7 @@
 The list page renders 50 rows and the live fan-out one row per change through the same partial.
 Written as template markup, a row cost ~0.7 ms of CPU (three `{% url %}`, an include for the
 duration, a dozen filters and ~40 variable lookups): 35 of the ~47 ms a list page spent at 1M
-runs (docs/performance.md, "Scale"). Here it is one call, with the same markup.
+runs (docs/performance-history.md, "Scale"). Here it is one call, with the same markup.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and `json`, no SDK objects per chunk.
 
 Why: a worker waiting on many slow models starts model runs as fast as its CPU allows, and the
 `openai` SDK's streamed call (request building, httpx, a pydantic object per chunk) cost ~5.8 ms
-of CPU against ~0.7 ms for the same call here (docs/performance.md, "Runs in flight"). The
+of CPU against ~0.7 ms for the same call here (docs/performance-history.md, "Runs in flight"). The
 wire protocol is small and stable; what the SDK gave us is kept: the same errors (HTTP status
 with the server's message; 429/5xx, timeouts and connection errors transient), usage from the
 `include_usage` chunk, a stream closed from another thread on a stop. The SDK path stays for
