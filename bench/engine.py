@@ -25,8 +25,9 @@ recreated each run):
    the recorded start of the step after the approval (`started_at`, same clock), and to this
    client receiving the completion.
 4. slow model: one worker process with a high concurrency runs prompt steps against a local
-   model server that takes 1 s per reply; the most executions it keeps in flight at once and
-   its memory per execution in flight (RSS growth over the idle worker).
+   model server that takes `--slow-delay` s per reply (1 s by default); the most executions it
+   keeps in flight at once, its memory per execution in flight (RSS growth over the idle
+   worker), and the CPU per run of the worker, the database's backends and the model server.
 """
 
 from __future__ import annotations

@@ -261,8 +261,9 @@ def approve_to_running(workspace, watcher: Watcher, samples: int) -> dict:
 
 def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
     """One worker process with a high concurrency runs prompt steps against a local model
-    server that takes 1 s per reply: the most executions it keeps in flight at once and its
-    memory per execution in flight (RSS growth over the idle worker)."""
+    server that takes `--slow-delay` s per reply (1 s by default): the most executions it keeps
+    in flight at once, its memory per execution in flight (RSS growth over the idle worker),
+    and the CPU per run of the worker, of the database and of the model server."""
     from django.utils import timezone
 
     from executions import services
