@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router
 
@@ -36,8 +37,6 @@ router = Router(tags=["approvals"])
 Text = SafeStr(200)
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 webhooks_router = Router(tags=["webhooks"])
-
-MAX_WAIT_SECONDS = 300.0
 
 
 def decider(request: HttpRequest) -> policies.Decider:
@@ -202,7 +201,8 @@ async def approval_wait(request: HttpRequest, approval_id: Text, timeout: Second
     approval = await sync_to_async(follow.read_then_release)(
         approval_selectors.approval_get, workspace=request.workspace, approval_id=approval_id
     )
-    timeout = max(0.0, min(float(timeout), MAX_WAIT_SECONDS))
+    # Capped by the deployment (APPROVAL_WAIT_MAX_SECONDS): below a proxy's idle timeout.
+    timeout = max(0.0, min(float(timeout), settings.APPROVAL_WAIT_MAX_SECONDS))
     deadline = time.monotonic() + timeout
     delay = 0.05
     status = approval.status

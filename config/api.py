@@ -13,7 +13,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from approvals.api import router as approvals_router
 from approvals.api import webhooks_router
-from executions.api import agents, executions, streams, workspace
+from executions.api import agents, executions, links, streams, workspace
 from executions.auth import ApiKeyAuth
 from executions.errors import StewardError
 from executions.lifecycle import IllegalTransition
@@ -28,7 +28,14 @@ def error_response(status: int, message: str, code: str, details=None) -> JsonRe
     return JsonResponse(body, status=status)
 
 
-api = NinjaAPI(
+class StewardAPI(NinjaAPI):
+    """The API whose OpenAPI document links each created resource to what acts on it."""
+
+    def get_openapi_schema(self, **kwargs):
+        return links.add_links(super().get_openapi_schema(**kwargs))
+
+
+api = StewardAPI(
     title="Steward API",
     version="1",
     description=(

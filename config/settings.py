@@ -244,6 +244,9 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 8)
 LEASE_SECONDS = env_float("LEASE_SECONDS", 30.0)
 REAPER_INTERVAL_SECONDS = env_float("REAPER_INTERVAL_SECONDS", 5.0)
 SYNC_EXECUTE_TIMEOUT_SECONDS = env_float("SYNC_EXECUTE_TIMEOUT_SECONDS", 30.0)
+# The longest an approval long poll (GET /approvals/{id}/wait) holds a request, whatever the
+# caller asks: keep it below the idle timeout of any proxy in front.
+APPROVAL_WAIT_MAX_SECONDS = env_float("APPROVAL_WAIT_MAX_SECONDS", 300.0)
 STREAM_REPLAY_SECONDS = env_int("STREAM_REPLAY_SECONDS", 3600)
 DEFAULT_RETENTION_DAYS = env_int("DEFAULT_RETENTION_DAYS", 30)
 STEWARD_AGENT_MODULES = env_list("STEWARD_AGENT_MODULES", ["executions.demo_agents"])

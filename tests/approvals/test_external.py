@@ -142,6 +142,16 @@ def test_wait_returns_at_the_timeout_while_pending(owner, external):
     assert response.json()["meta"] == {"decided": False}
 
 
+def test_wait_is_capped_by_the_deployment_whatever_the_timeout_asks(owner, external, settings):
+    settings.APPROVAL_WAIT_MAX_SECONDS = 0.3
+    approval = ask(owner, external, title="Capped").json()["data"]
+    started = time.monotonic()
+    response = owner.get(f"/api/v1/approvals/{approval['id']}/wait", timeout="300")
+    assert time.monotonic() - started < 5  # 300 s asked: the cap answered
+    assert response.json()["data"]["status"] == "pending"
+    assert response.json()["meta"] == {"decided": False}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_wait_returns_as_soon_as_someone_decides(owner, teammate):
     agent = approval_workflow(owner.workspace)
