@@ -59,8 +59,8 @@ if [ -z "$up" ]; then
   echo "--- the server did not start:"; tail -40 "$workdir/server.log"; exit 1
 fi
 
-# Resources for a second pass over the native document's operations that take an id, which
-# with random ids only ever meet the 404 (.ci/schemathesis-seeded.toml sets their ids): an
+# Resources for a second pass over the operations that take an id, which with random ids only
+# ever meet the 404 (.ci/schemathesis-seeded.toml sets their ids). The native API's: an
 # external agent's execution (pending: no worker runs here) with an approval request on it,
 # and a webhook. Created through the API, as a client would.
 call() {
@@ -77,6 +77,18 @@ SCHEMATHESIS_WEBHOOK_ID="$(call -X POST "$base/api/v1/webhooks" \
   -d '{"url": "https://example.com/steward-hook"}')"
 export SCHEMATHESIS_AGENT_ID SCHEMATHESIS_EXECUTION_ID SCHEMATHESIS_APPROVAL_ID \
   SCHEMATHESIS_WEBHOOK_ID
+# The same for the Julep face, through the face: an agent, its task, an execution of the task
+# (pending) and its first transition.
+jcall() {
+  curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" "$@" |
+    .venv/bin/python -c 'import json, sys; d = json.load(sys.stdin); print((d.get("items") or [d])[0]["id"])'
+}
+julep_agent="$(jcall -X POST "$base/julep/agents" -d '{"name": "schemathesis-julep"}')"
+julep_task="$(jcall -X POST "$base/julep/agents/$julep_agent/tasks" \
+  -d '{"name": "schemathesis-task", "main": [{"evaluate": {"x": "1"}}]}')"
+julep_execution="$(jcall -X POST "$base/julep/tasks/$julep_task/executions" -d '{"input": {}}')"
+julep_transition="$(jcall "$base/julep/executions/$julep_execution/transitions")"
+export SCHEMATHESIS_TASK_ID="$julep_task" SCHEMATHESIS_TRANSITION_ID="$julep_transition"
 
 status=0
 run() {
@@ -112,6 +124,9 @@ run /api/v1/openapi.json "X-API-Key: $key" required
 echo "--- the seeded pass: the operations that take an id, on real resources"
 run /api/v1/openapi.json "X-API-Key: $key" required --config-file .ci/schemathesis-seeded.toml
 run /julep/openapi.json "Authorization: Bearer $key"
+echo "--- the seeded pass: the Julep face's operations that take an id, on real resources"
+SCHEMATHESIS_AGENT_ID="$julep_agent" SCHEMATHESIS_EXECUTION_ID="$julep_execution" \
+  run /julep/openapi.json "Authorization: Bearer $key" "" --config-file .ci/schemathesis-seeded.toml
 run /julep/v0/openapi.json "Authorization: Bearer $key"
 run /moderately/openapi.json "Authorization: Bearer $key"
 

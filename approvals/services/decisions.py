@@ -124,7 +124,9 @@ def _decide(
     idempotency_key: str | None,
     into: Approval,
 ) -> Decided:
-    # The row lock serialises deciders (SQLite's IMMEDIATE transactions do the same).
+    # The row lock serialises deciders (SQLite's IMMEDIATE transactions do the same); the
+    # execution's first, as an ending transition takes them.
+    approval_lifecycle.lock_execution(into.execution_id)
     approval = (
         Approval.objects.select_for_update(of=("self",))
         .select_related("execution", "execution__agent")

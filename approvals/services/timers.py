@@ -47,9 +47,12 @@ def _each_due(due: Any, handle: Callable[..., int], *, now: Any, limit: int, wha
     """Run `handle` on each due approval in its own transaction; one bad row must not stop the
     timer for the rest."""
     done = 0
-    for approval_id in list(due.values_list("pk", flat=True)[:limit]):
+    for approval_id, execution_id in list(due.values_list("pk", "execution_id")[:limit]):
         try:
             with transaction.atomic():
+                # Both handlers write the execution: its row first, as an ending transition
+                # takes them (approvals.lifecycle.lock_execution).
+                approval_lifecycle.lock_execution(execution_id)
                 done += handle(approval_id, now=now)
         except IllegalTransition:
             # The execution moved meanwhile (it ended): the approval closes on its own.

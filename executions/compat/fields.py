@@ -51,7 +51,15 @@ def Text(max_length: int | None = None, *, named: bool = False) -> Any:  # noqa:
     if named:
         schema["minLength"] = 1
     base = SafeStr(max_length) if max_length is not None else SafeText
+    if named:  # what the document promises is what is checked: not empty, not blank
+        return Annotated[base, AfterValidator(_not_blank), WithJsonSchema(schema)]
     return Annotated[base, WithJsonSchema(schema)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
 
 
 def _bounded(value: Any) -> Any:

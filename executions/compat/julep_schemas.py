@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ninja import Field, Query, Schema
-from pydantic import ConfigDict
+from pydantic import ConfigDict, StrictBool, StrictInt
 
 from executions.compat.fields import PLACEHOLDER, STORABLE, Json, JsonObject, Text
+from executions.validation import BodyIn
 
 Id = Text(64)
 Name = Text(200, named=True)
@@ -60,7 +61,7 @@ def replies(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-class AgentIn(Schema):
+class AgentIn(BodyIn):
     name: Name
     about: Text() = ""
     model: Short | None = None
@@ -72,29 +73,29 @@ class AgentIn(Schema):
     project: Short | None = None
 
 
-class TaskIn(Schema):
+class TaskIn(BodyIn):
     """A Julep task; extra top-level keys are named sub-workflows (called by `yield` steps)."""
 
     name: Name
     main: Steps = Field(..., min_length=1)
     description: Text() | None = ""
     canonical_name: Short | None = None
-    inherit_tools: bool | None = None
+    inherit_tools: StrictBool | None = None
     input_schema: JsonObject | None = None
     metadata: JsonObject | None = None
     tools: list[JsonObject] | None = None
 
 
-class ExecutionIn(Schema):
+class ExecutionIn(BodyIn):
     input: Json = None
     metadata: JsonObject | None = None
     # Julep lets a client pass these; they are the engine's to set, so they are ignored.
     output: Json = None
     error: Text() | None = None
-    transition_count: int | None = None
+    transition_count: StrictInt | None = None
 
 
-class ChangeStatusIn(Schema):
+class ChangeStatusIn(BodyIn):
     status: Text(24) = Field(..., description="cancelled, or running (with input) to resume")
     input: Json = None
     reason: Text() | None = None
@@ -198,7 +199,7 @@ class ToolIn(Schema):
     function: FunctionIn
 
 
-class AgentV0In(Schema):
+class AgentV0In(BodyIn):
     name: Name
     about: Text() | None = ""
     instructions: Text() | list[Text()] | None = None
@@ -209,7 +210,7 @@ class AgentV0In(Schema):
     metadata: JsonObject | None = None
 
 
-class TaskV0In(Schema):
+class TaskV0In(BodyIn):
     name: Name
     description: Text() | None = None
     tools_available: list[Text(64)] | None = Field(None, description="names of tools")
@@ -217,7 +218,7 @@ class TaskV0In(Schema):
     main: list[JsonObject] = Field(..., min_length=1)
 
 
-class ExecutionV0In(Schema):
+class ExecutionV0In(BodyIn):
     task_id: Id
     arguments: JsonObject
     status: Literal["queued"] = "queued"

@@ -9,6 +9,7 @@ from ninja import Field, Schema
 from pydantic import ConfigDict
 
 from executions.compat.fields import JsonObject, Text
+from executions.validation import BodyIn
 
 
 class ErrorOut(Schema):
@@ -29,7 +30,7 @@ def replies(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
     return {**ok, **{code: ErrorOut for code in sorted({400, 401, 404, 429, *codes})}}
 
 
-class ExecutionIn(Schema):
+class ExecutionIn(BodyIn):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: Text(200) = Field(..., description="the id or name of an agent")
@@ -39,7 +40,7 @@ class ExecutionIn(Schema):
     version_id: Text(64) | None = None
 
 
-class CancelIn(Schema):
+class CancelIn(BodyIn):
     model_config = ConfigDict(extra="forbid")
 
     reason: Text(2000) | None = None

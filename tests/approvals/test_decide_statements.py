@@ -23,14 +23,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Session, user and membership (middleware); the approval with its assignees (404, the
 # options the form checks; votes are read under the lock when a quorum needs them); then the
-# transaction: BEGIN, the row lock, the vote, the "decision" transition (savepoint, execution
-# update, transition insert, release), the approval's outcome, the "approved" transition (four
-# again), COMMIT. No membership or workspace lookup, no re-read after the commit, no re-read
-# for the reply.
-DASHBOARD_DECIDE = 18
+# transaction: BEGIN, the execution's row lock (before the approval's, in the order an ending
+# transition takes them: approvals.lifecycle.lock_execution), the approval's row lock, the
+# vote, the "decision" transition (savepoint, execution update, transition insert, release),
+# the approval's outcome, the "approved" transition (four again), COMMIT. No membership or
+# workspace lookup, no re-read after the commit, no re-read for the reply.
+DASHBOARD_DECIDE = 19
 # API key (read, last used), the approval with its assignees, the key's creator (the
-# person deciding), then the same transaction of 13 statements.
-API_DECIDE = 18
+# person deciding), then the same transaction of 14 statements.
+API_DECIDE = 19
 
 
 def _sql(captured: CaptureQueriesContext) -> str:
