@@ -63,10 +63,16 @@ fi
 # ever meet the 404 (.ci/schemathesis-seeded.toml sets their ids). The native API's: an
 # external agent's execution (pending: no worker runs here) with an approval request on it,
 # and a webhook. Created through the API, as a client would.
-call() {
-  curl -fsS -H "X-API-Key: $key" -H "Content-Type: application/json" "$@" |
-    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])'
+# created AUTH CURL-ARGS…: the id of what the call created (or listed first): the native API
+# wraps it in `data`, the Julep face answers it bare or as a list's `items`.
+created() {
+  local auth="$1"
+  shift
+  curl -fsS -H "$auth" -H "Content-Type: application/json" "$@" |
+    .venv/bin/python -c 'import json, sys; d = json.load(sys.stdin); d = d.get("data", d)
+print((d.get("items") or [d])[0]["id"])'
 }
+call() { created "X-API-Key: $key" "$@"; }
 SCHEMATHESIS_AGENT_ID="$(call -X POST "$base/api/v1/agents" \
   -d '{"name": "schemathesis-external", "type": "external"}')"
 SCHEMATHESIS_EXECUTION_ID="$(call -X POST "$base/api/v1/agents/$SCHEMATHESIS_AGENT_ID/execute" \
@@ -79,10 +85,7 @@ export SCHEMATHESIS_AGENT_ID SCHEMATHESIS_EXECUTION_ID SCHEMATHESIS_APPROVAL_ID 
   SCHEMATHESIS_WEBHOOK_ID
 # The same for the Julep face, through the face: an agent, its task, an execution of the task
 # (pending) and its first transition.
-jcall() {
-  curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" "$@" |
-    .venv/bin/python -c 'import json, sys; d = json.load(sys.stdin); print((d.get("items") or [d])[0]["id"])'
-}
+jcall() { created "Authorization: Bearer $key" "$@"; }
 julep_agent="$(jcall -X POST "$base/julep/agents" -d '{"name": "schemathesis-julep"}')"
 julep_task="$(jcall -X POST "$base/julep/agents/$julep_agent/tasks" \
   -d '{"name": "schemathesis-task", "main": [{"evaluate": {"x": "1"}}]}')"

@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine_parts import (  # noqa: E402 - after the path that makes `bench` importable
+    BackendCpu,
     Watcher,
     approve_to_running,
-    backend_pids,
     cpu_seconds,
     pct,
     rss_kb,
@@ -256,15 +256,14 @@ def main() -> None:
     wait_ready(procs, log_dir)
     wait_idle(procs)
     worker_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
-    backends: dict[int, float] = {pid: cpu_seconds(pid) for pid in backend_pids(database_url)}
+    backends = BackendCpu(database_url)
     began = time.monotonic()
     Execution.objects.filter(agent=agent).update(runnable_at=timezone.now())
     queue.wake()
     peak_rss = 0
     while Execution.objects.filter(agent=agent, status="completed").count() < args.executions:
         peak_rss = max(peak_rss, sum(rss_kb(p.pid) for p in procs))
-        for pid in backend_pids(database_url):
-            backends.setdefault(pid, 0.0)  # a backend opened during the run starts at 0
+        backends.notice()
         if time.monotonic() - began > 600:
             break
         time.sleep(0.05)
@@ -272,7 +271,7 @@ def main() -> None:
     # CPU per execution: survives a loaded machine better than executions/s. The database's
     # figure includes this script's own polling queries (one count per 50 ms).
     worker_cpu = sum(cpu_seconds(p.pid) for p in procs) - worker_cpu0
-    db_cpu = sum(cpu_seconds(pid) - before for pid, before in backends.items() if cpu_seconds(pid))
+    db_cpu = backends.seconds()
     done = Execution.objects.filter(agent=agent, status="completed").count()
     steps = Transition.objects.filter(execution__agent=agent, type="step")
     step_ms = [

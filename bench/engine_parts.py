@@ -95,6 +95,23 @@ def backend_pids(database_url: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+class BackendCpu:
+    """The CPU of the PostgreSQL backends serving a database over a window: those open when it
+    starts, and those noticed while it runs (a backend opened meanwhile starts at 0). A backend
+    gone by the end is left out (its CPU is no longer in /proc)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.start = {pid: cpu_seconds(pid) for pid in backend_pids(database_url)}
+
+    def notice(self) -> None:
+        for pid in backend_pids(self.database_url):
+            self.start.setdefault(pid, 0.0)
+
+    def seconds(self) -> float:
+        return sum(now - before for pid, before in self.start.items() if (now := cpu_seconds(pid)))
+
+
 def rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -300,17 +317,16 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         cpu0 = cpu_seconds(proc.pid)
         # The rest of the machine's CPU per run: the database's backends, and this process (the
         # model server's threads, its connections, and this loop's polling).
-        backends = {pid: cpu_seconds(pid) for pid in backend_pids(env["DATABASE_URL"])}
+        backends = BackendCpu(env["DATABASE_URL"])
         own0 = time.process_time()
         Execution.objects.filter(agent=slow).update(runnable_at=timezone.now())
         queue.wake()
         peak_inflight, peak_rss, peak_at, peak_threads = 0, idle_rss, 0.0, 0
         began = polled = time.monotonic()
         while time.monotonic() - began < 300:
-            if time.monotonic() - polled > 1.0:  # a backend opened during the run starts at 0
+            if time.monotonic() - polled > 1.0:  # a connection per look: not every 50 ms
                 polled = time.monotonic()
-                for pid in backend_pids(env["DATABASE_URL"]):
-                    backends.setdefault(pid, 0.0)
+                backends.notice()
             inflight = (
                 Execution.objects.filter(agent=slow, status="running")
                 .exclude(lease_owner="")
@@ -330,9 +346,7 @@ def slow_model(env: dict, workspace, log_dir: Path, args) -> dict:
         slow_seconds = time.monotonic() - began
         slow_cpu = cpu_seconds(proc.pid) - cpu0
         own_cpu = time.process_time() - own0
-        db_cpu = sum(
-            cpu_seconds(pid) - before for pid, before in backends.items() if cpu_seconds(pid)
-        )
+        db_cpu = backends.seconds()
         stop([proc])
     # What a starved pool or a stalled renewal cost (each a run paused or re-claimed).
     log = (log_dir / "worker-0.log").read_text()
